@@ -1,0 +1,40 @@
+# Each target sets up what it needs on a fresh Debian machine with Python 3.11.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_SECONDS ?= 6
+
+.PHONY: demo test bench lint ffmpeg setup clean
+
+setup: $(STAMP) ffmpeg
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's ffmpeg (5.1 on bookworm); installed only when missing.
+ffmpeg:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg )
+
+demo: setup
+	EZREC_DATA_DIR=$${EZREC_DATA_DIR:-$(CURDIR)/demo-data} $(BIN)/ezrec demo --seconds $(DEMO_SECONDS)
+
+# The test session starts its own PostgreSQL cluster and S3 (moto) server on loopback.
+test: setup
+	$(BIN)/ruff check controller api tests bench
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/fsm.py --json bench/results/fsm.json
+
+lint: setup
+	$(BIN)/ruff check controller api tests bench
+
+clean:
+	rm -rf $(VENV) demo-data .pytest_cache
