@@ -1,0 +1,134 @@
+"""The booking state machine, defined once with `transitions`.
+
+This module is the single definition: the store asks it which state a trigger leads to, the
+diagram (`ezrec graph`) is drawn from it, and the property tests replay histories through it.
+It knows no database, camera, file or network.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from transitions import Machine
+
+CONFIRMED = "confirmed"
+RECORDING = "recording"
+COMPLETED = "completed"
+VIDEO_PROCESSED = "video_processed"
+VIDEO_UPLOADED = "video_uploaded"
+RECORDING_FAILED = "recording_failed"
+PROCESSING_FAILED = "processing_failed"
+UPLOAD_FAILED = "upload_failed"
+CANCELLED = "cancelled"
+MISSED = "missed"
+
+STATES: tuple[str, ...] = (
+    CONFIRMED,
+    RECORDING,
+    COMPLETED,
+    VIDEO_PROCESSED,
+    VIDEO_UPLOADED,
+    RECORDING_FAILED,
+    PROCESSING_FAILED,
+    UPLOAD_FAILED,
+    CANCELLED,
+    MISSED,
+)
+FAILED_STATES = frozenset({RECORDING_FAILED, PROCESSING_FAILED, UPLOAD_FAILED})
+# Nothing more happens to these without an operator.
+TERMINAL_STATES = frozenset({VIDEO_UPLOADED, CANCELLED, MISSED})
+# A booking in one of these still holds its camera's time slot.
+LIVE_STATES = frozenset({CONFIRMED, RECORDING, RECORDING_FAILED})
+
+Trigger = Literal[
+    "start", "finish", "process", "upload", "fail", "retry", "cancel", "miss",
+    "reschedule", "note",
+]
+
+# One row per edge. `retry` leaves a failure state for the state whose work is redone:
+# a failed recording is re-armed (it records again while its slot is open), a failed build
+# goes back to `completed` (processed again from the raw files), a failed upload back to
+# `video_processed`. `note` and `reschedule` are reflexive: they only add a history row.
+TRANSITIONS: list[dict[str, Any]] = [
+    {"trigger": "start", "source": CONFIRMED, "dest": RECORDING},
+    {"trigger": "finish", "source": RECORDING, "dest": COMPLETED},
+    {"trigger": "process", "source": COMPLETED, "dest": VIDEO_PROCESSED},
+    {"trigger": "upload", "source": VIDEO_PROCESSED, "dest": VIDEO_UPLOADED},
+    {"trigger": "fail", "source": RECORDING, "dest": RECORDING_FAILED},
+    {"trigger": "fail", "source": CONFIRMED, "dest": RECORDING_FAILED},
+    {"trigger": "fail", "source": COMPLETED, "dest": PROCESSING_FAILED},
+    {"trigger": "fail", "source": VIDEO_PROCESSED, "dest": UPLOAD_FAILED},
+    {"trigger": "retry", "source": RECORDING_FAILED, "dest": CONFIRMED},
+    {"trigger": "retry", "source": PROCESSING_FAILED, "dest": COMPLETED},
+    {"trigger": "retry", "source": UPLOAD_FAILED, "dest": VIDEO_PROCESSED},
+    {"trigger": "cancel", "source": [CONFIRMED, RECORDING, RECORDING_FAILED], "dest": CANCELLED},
+    {"trigger": "miss", "source": [CONFIRMED, RECORDING_FAILED], "dest": MISSED},
+    {"trigger": "reschedule", "source": CONFIRMED, "dest": "="},
+    {"trigger": "note", "source": list(STATES), "dest": "="},
+]
+TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(t["trigger"] for t in TRANSITIONS))
+
+
+class InvalidTrigger(Exception):
+    """A trigger that does not exist, or is not allowed from the booking's current state."""
+
+    def __init__(self, trigger: str, state: str, allowed: list[str]) -> None:
+        self.trigger, self.state, self.allowed = trigger, state, allowed
+        if trigger not in TRIGGERS:
+            msg = f"unknown trigger {trigger!r} (known: {', '.join(TRIGGERS)})"
+        else:
+            can = ", ".join(allowed) or "nothing"
+            msg = f"cannot {trigger} a booking in state {state!r} (allowed there: {can})"
+        super().__init__(msg)
+
+
+def _build(graph: bool = False, engine: str = "mermaid") -> Machine:
+    kwargs: dict[str, Any] = {
+        "states": list(STATES),
+        "transitions": TRANSITIONS,
+        "initial": CONFIRMED,
+        "auto_transitions": False,
+    }
+    if not graph:
+        return Machine(model=None, **kwargs)
+    from transitions.extensions import GraphMachine
+
+    # `note` loops on every state and would hide the real edges; the diagram leaves it out.
+    kwargs["transitions"] = [t for t in TRANSITIONS if t["trigger"] != "note"]
+    return GraphMachine(
+        title="EZREC booking", graph_engine=engine, show_conditions=False, **kwargs
+    )
+
+
+MACHINE = _build()
+
+
+def next_state(state: str, trigger: str) -> str:
+    """The state `trigger` leads to from `state`, or InvalidTrigger (nothing changes)."""
+    if state not in STATES:
+        raise ValueError(f"unknown state {state!r}")
+    if trigger in MACHINE.events:
+        found = MACHINE.get_transitions(trigger=trigger, source=state)
+        if found:
+            dest = found[0].dest
+            return state if dest is None else dest
+    raise InvalidTrigger(trigger, state, allowed_triggers(state))
+
+
+def allowed_triggers(state: str) -> list[str]:
+    return [t for t in MACHINE.get_triggers(state) if t in TRIGGERS]
+
+
+def replay(triggers: list[str], start: str = CONFIRMED) -> str:
+    """The state a sequence of triggers leads to: used to check a stored history."""
+    state = start
+    for trigger in triggers:
+        state = next_state(state, trigger)
+    return state
+
+
+def diagram(fmt: Literal["mermaid", "dot"] = "mermaid") -> str:
+    """The state diagram drawn from TRANSITIONS (never by hand)."""
+    machine = _build(graph=True, engine="mermaid" if fmt == "mermaid" else "graphviz")
+    graph = machine.get_combined_graph()
+    return str(graph.source)
