@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from controller.cli import main
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EZREC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EZREC_DEVICE_ID", "court1")
+    runner = CliRunner()
+
+    def invoke(*args: str, ok: bool = True) -> tuple[int, str, str]:
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output + result.stderr
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke
+
+
+def test_add_list_show_cancel(run) -> None:  # type: ignore[no-untyped-def]
+    _, out, _ = run("add", "--start", "2030-06-01T18:00:00+02:00", "--end",
+                    "2030-06-01T19:00:00+02:00", "--user", "u-7", "--id", "match-1")
+    assert "created match-1" in out
+    _, out, _ = run("bookings", "--json")
+    listed = json.loads(out)
+    assert [b["id"] for b in listed] == ["match-1"]
+    assert listed[0]["start_time"] == "2030-06-01T16:00:00+00:00"
+    assert listed[0]["camera_id"] == "court1" and listed[0]["user_id"] == "u-7"
+    _, out, _ = run("bookings")
+    assert "match-1" in out and "confirmed" in out and "STATE" in out
+    run("cancel", "match-1")
+    _, out, _ = run("show", "match-1", "--json")
+    shown = json.loads(out)
+    assert shown["state"] == "cancelled"
+    assert [(h["from"], h["to"], h["trigger"]) for h in shown["history"]] == [
+        ("confirmed", "cancelled", "cancel")
+    ]
+    _, out, _ = run("show", "match-1")
+    assert "cancelled by operator" in out
+    _, out, _ = run("bookings", "--state", "confirmed", "--json")
+    assert json.loads(out) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("add", "--start", "2030-06-01T18:00:00", "--end", "+1h"), "no UTC offset"),
+        (("add", "--start", "+2h", "--end", "+1h"), "is not after start"),
+        (("add", "--start", "tomorrow", "--end", "+1h"), "is not an ISO 8601 time"),
+        (("show", "nope"), "no booking 'nope'"),
+        (("retry", "nope"), "no booking 'nope'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(run, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
+    code, _out, err = run(*args, ok=False)
+    assert code != 0
+    assert message in err and "Traceback" not in err
+
+
+def test_overlap_and_invalid_admin_actions(run) -> None:  # type: ignore[no-untyped-def]
+    run("add", "--start", "+1h", "--end", "+2h", "--id", "a")
+    code, _, err = run("add", "--start", "+90m", "--end", "+3h", ok=False)
+    assert code != 0 and "overlaps booking a" in err
+    code, _, err = run("retry", "a", ok=False)
+    assert code != 0 and "cannot retry a booking in state 'confirmed'" in err
+    run("add", "--start", "+90m", "--end", "+3h", "--camera", "court2")
+
+
+def test_graph(run) -> None:  # type: ignore[no-untyped-def]
+    _, out, _ = run("graph")
+    assert "stateDiagram-v2" in out and "recording --> completed: finish" in out
+    _, out, _ = run("graph", "--format", "dot")
+    assert out.startswith("digraph")
+
+
+def test_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
+    env = {"EZREC_DATA_DIR": str(tmp_path), "EZREC_FPS": "lots", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "bookings"],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().startswith("error: bad setting EZREC_FPS")
+    assert len(proc.stderr.strip().splitlines()) == 1
