@@ -85,3 +85,11 @@ def test_attempts_run_out() -> None:
     assert policy.next_attempt_at(1, now) is not None
     assert policy.next_attempt_at(2, now) is not None
     assert policy.next_attempt_at(3, now) is None
+
+
+def test_docs_diagram_is_the_generated_one() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "states.md").read_text()
+    block = page.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert block.strip() == diagram("mermaid").strip()

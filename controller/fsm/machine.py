@@ -130,5 +130,9 @@ def replay(triggers: list[str], start: str = CONFIRMED) -> str:
 def diagram(fmt: Literal["mermaid", "dot"] = "mermaid") -> str:
     """The state diagram drawn from TRANSITIONS (never by hand)."""
     machine = _build(graph=True, engine="mermaid" if fmt == "mermaid" else "graphviz")
-    graph = machine.get_combined_graph()
-    return str(graph.source)
+    source = str(machine.get_combined_graph().source)
+    if fmt == "mermaid":
+        # transitions 0.9 writes a bare title and `Class`; Mermaid wants `title:` and `class`.
+        source = source.replace("---\nEZREC booking\n---", "---\ntitle: EZREC booking\n---")
+        source = source.replace("  Class ", "  class ")
+    return source

@@ -31,6 +31,7 @@ from controller.fsm.machine import (
     RECORDING,
     STATES,
     VIDEO_PROCESSED,
+    VIDEO_UPLOADED,
     next_state,
 )
 from controller.fsm.retry import RetryPolicy
@@ -163,6 +164,14 @@ class BookingStore:
         with self.db.reader() as session:
             return list(session.scalars(query))
 
+    def uploaded_with_files(self) -> list[Booking]:
+        """Uploaded bookings whose local files are still on disk (for the retention rule)."""
+        query = select(Booking).where(
+            Booking.state == VIDEO_UPLOADED, Booking.raw_dir.is_not(None)
+        )
+        with self.db.reader() as session:
+            return list(session.scalars(query))
+
     def counts(self) -> dict[str, int]:
         with self.db.reader() as session:
             rows = session.execute(select(Booking.state, func.count()).group_by(Booking.state))
@@ -266,8 +275,13 @@ class BookingStore:
         error: str | None = None,
         admin: bool = False,
         changes: dict[str, Any] | None = None,
+        retry_by: datetime | None = None,
     ) -> Booking:
-        """Apply `trigger` to the booking as one transaction; return the updated booking."""
+        """Apply `trigger` to the booking as one transaction; return the updated booking.
+
+        `retry_by` caps the backoff of a `fail` (a recording is retried at the latest when
+        its slot ends, so that what it recorded is finalised then).
+        """
         current = self.get(booking_id)
         if expected_version is not None and expected_version != current.version:
             raise StaleVersion(booking_id, expected_version, current.version)
@@ -289,7 +303,10 @@ class BookingStore:
         if trigger == "fail":
             attempts = current.attempts + 1
             values["attempts"] = attempts
-            values["next_attempt_at"] = self.policy.next_attempt_at(attempts, now, self.rng)
+            retry_at = self.policy.next_attempt_at(attempts, now, self.rng)
+            if retry_at is not None and retry_by is not None:
+                retry_at = min(retry_at, max(retry_by, now))
+            values["next_attempt_at"] = retry_at
             values["last_error"] = error or detail or "failed"
             values["progress"] = None
         elif trigger == "retry":
