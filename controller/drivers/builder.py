@@ -1014,6 +1014,7 @@ def _intro_job(plan: _Plan, params: dict[str, Any]) -> tuple[Path, _Job | None]:
         argv += ["-x264-params", _x264_params(params["x264"], params["cfr"])]
     else:
         argv += ["-preset", plan.spec.preset, "-crf", str(plan.spec.crf)]
+    cache.mkdir(parents=True, exist_ok=True)
     temp = cache / f".{cached.name}.part"
     argv += ["-f", "mpegts", "-y", str(temp)]
     seconds = _intro_seconds(intro.duration, params["fps"])

@@ -1,0 +1,198 @@
+"""Benchmark: the one-pass video builder against the seed's multi-pass approach and the floor.
+
+Same inputs for every variant: two cameras (60 s, 1280x720, 30 fps, H.264 MPEG-TS segments in
+the raw layout), a 5 s intro and a PNG logo; same encoder settings (libx264, the settings'
+preset and CRF, yuv420p). Variants:
+
+  onepass    our builder: both cameras side by side + intro + logo, one graph, one encode
+  multipass  the seed's way: merge (encode), then prepend the intro (encode), then overlay
+             the logo (encode): each pass re-encodes the whole video
+  floor      a bare single encode of a plain hstack of the two cameras: no intro, no logo
+  fastpath   our builder, layout single, intro, no logo: stream copy, the recording is never
+             re-encoded (what a Raspberry Pi 5 without an H.264 encoder relies on)
+
+    .venv/bin/python bench/pipeline.py [--seconds 60] [--json bench/results/pipeline.json]
+
+Prints a table; --json writes onepass_s, multipass_s, floor_s, multipass_over_onepass,
+onepass_over_floor, onepass_realtime_x (and more).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from controller.drivers.builder import (
+    BuildSpec,
+    Overlay,
+    build,
+    feeds_from_raw_dir,
+    validate,
+)
+
+PRESET, CRF = "veryfast", 23
+ENCODE = ["-c:v", "libx264", "-preset", PRESET, "-crf", str(CRF), "-pix_fmt", "yuv420p"]
+T0 = 1_700_000_000.0
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def make_inputs(root: Path, seconds: int, w: int, h: int, fps: int, intro_s: int) -> None:
+    """Camera segments (10 s each, like the synthetic driver), an intro and a logo; cached."""
+    for cam, src in ((0, "testsrc2"), (1, "smptehdbars")):
+        cam_dir = root / "raw" / f"cam{cam}"
+        if (cam_dir / "run-000.json").exists():
+            continue
+        cam_dir.mkdir(parents=True, exist_ok=True)
+        print(f"making camera {cam}: {seconds} s {w}x{h} {fps} fps ...", flush=True)
+        ffmpeg(
+            "-f", "lavfi", "-i", f"{src}=size={w}x{h}:rate={fps}", "-t", str(seconds),
+            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(fps),
+            "-b:v", "8M", "-pix_fmt", "yuv420p", "-f", "segment", "-segment_time", "10",
+            "-segment_format", "mpegts", str(cam_dir / "000-%05d.ts"),
+        )  # fmt: skip
+        manifest = {"camera": cam, "driver": "bench", "run": 0, "started_at": T0, "width": w,
+                    "height": h, "fps": fps, "stopped_at": T0 + seconds, "notes": []}  # fmt: skip
+        (cam_dir / "run-000.json").write_text(json.dumps(manifest))
+    if not (root / "intro.mp4").exists():
+        ffmpeg("-f", "lavfi", "-i", f"mandelbrot=size={w}x{h}:rate={fps}", "-t", str(intro_s),
+               *ENCODE, str(root / "intro.mp4"))  # fmt: skip
+    if not (root / "logo.png").exists():
+        ffmpeg("-f", "lavfi", "-i", "color=c=red@0.8:s=256x128,format=rgba",
+               "-frames:v", "1", str(root / "logo.png"))  # fmt: skip
+
+
+def concat_list(root: Path, cam: int) -> Path:
+    listing = root / f"cam{cam}.ffconcat"
+    segs = sorted((root / "raw" / f"cam{cam}").glob("*.ts"))
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{p}'\n" for p in segs))
+    return listing
+
+
+def timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_onepass(root: Path, out: Path, w: int, h: int, fps: int) -> None:
+    spec = BuildSpec(
+        "bench", feeds_from_raw_dir(root / "raw"), out, "side_by_side", w, h, fps,
+        start_at=T0, intro=root / "intro.mp4",
+        overlays=[Overlay(root / "logo.png", "venue_logo", "top_right")],
+        preset=PRESET, crf=CRF, cache_dir=root / "media",
+    )  # fmt: skip
+    build(spec)
+
+
+def run_fastpath(root: Path, out: Path, w: int, h: int, fps: int) -> bool:
+    spec = BuildSpec(
+        "bench", feeds_from_raw_dir(root / "raw"), out, "single", w, h, fps,
+        start_at=T0, intro=root / "intro.mp4", preset=PRESET, crf=CRF, cache_dir=root / "media",
+    )  # fmt: skip
+    return build(spec).fast_path
+
+
+def run_multipass(root: Path, out: Path, w: int, h: int, fps: int) -> None:
+    a, b = concat_list(root, 0), concat_list(root, 1)
+    merged, with_intro = root / "mp-merged.mp4", root / "mp-intro.mp4"
+    # Pass 1: merge the two cameras.
+    ffmpeg("-f", "concat", "-safe", "0", "-i", str(a), "-f", "concat", "-safe", "0", "-i", str(b),
+           "-filter_complex", "[0:v][1:v]hstack=inputs=2[v]", "-map", "[v]", *ENCODE,
+           str(merged))  # fmt: skip
+    # Pass 2: prepend the intro.
+    ffmpeg("-i", str(root / "intro.mp4"), "-i", str(merged), "-filter_complex",
+           f"[0:v]scale={2 * w}:{h}:force_original_aspect_ratio=decrease,"
+           f"pad={2 * w}:{h}:(ow-iw)/2:(oh-ih)/2,fps={fps},setsar=1,format=yuv420p[i];"
+           "[1:v]setsar=1[m];[i][m]concat=n=2:v=1:a=0[v]", "-map", "[v]", *ENCODE,
+           str(with_intro))  # fmt: skip
+    # Pass 3: overlay the logo.
+    ffmpeg("-i", str(with_intro), "-i", str(root / "logo.png"), "-filter_complex",
+           f"[1:v]scale={round(0.12 * 2 * w / 2) * 2}:-2[l];[0:v][l]overlay=W-w-24:24[v]",
+           "-map", "[v]", *ENCODE, "-movflags", "+faststart", str(out))  # fmt: skip
+
+
+def run_floor(root: Path, out: Path) -> None:
+    a, b = concat_list(root, 0), concat_list(root, 1)
+    ffmpeg("-f", "concat", "-safe", "0", "-i", str(a), "-f", "concat", "-safe", "0", "-i", str(b),
+           "-filter_complex", "[0:v][1:v]hstack=inputs=2[v]", "-map", "[v]", *ENCODE,
+           "-movflags", "+faststart", str(out))  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--intro-seconds", type=int, default=5)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--work", type=Path, help="keep inputs here (reused by the next run)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    w, h, fps = args.width, args.height, args.fps
+
+    with tempfile.TemporaryDirectory(prefix="ezrec-bench-") as tmp:
+        root = args.work or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        make_inputs(root, args.seconds, w, h, fps, args.intro_seconds)
+        total_s = args.seconds + args.intro_seconds
+        results: dict[str, Any] = {}
+        # The fast path first: its one-off intro encode is timed apart from the join.
+        for name, fn in (
+            ("floor", lambda: run_floor(root, root / "floor.mp4")),
+            ("onepass", lambda: run_onepass(root, root / "onepass.mp4", w, h, fps)),
+            ("multipass", lambda: run_multipass(root, root / "multipass.mp4", w, h, fps)),
+            ("fastpath_first", lambda: run_fastpath(root, root / "fast1.mp4", w, h, fps)),
+            ("fastpath", lambda: run_fastpath(root, root / "fast2.mp4", w, h, fps)),
+        ):
+            print(f"running {name} ...", flush=True)
+            results[f"{name}_s"] = round(timed(fn), 2)
+        validate(root / "onepass.mp4", total_s, 2 * w, h, tolerance=0.5)
+        validate(root / "multipass.mp4", total_s, 2 * w, h, tolerance=0.5)
+        validate(root / "floor.mp4", args.seconds, 2 * w, h, tolerance=0.5)
+        validate(root / "fast2.mp4", total_s, w, h, tolerance=0.5)
+
+    r = results
+    r["multipass_over_onepass"] = round(r["multipass_s"] / r["onepass_s"], 2)
+    r["onepass_over_floor"] = round(r["onepass_s"] / r["floor_s"], 3)
+    r["onepass_realtime_x"] = round(total_s / r["onepass_s"], 2)
+    r["multipass_realtime_x"] = round(total_s / r["multipass_s"], 2)
+    r["floor_realtime_x"] = round(args.seconds / r["floor_s"], 2)
+    r["fastpath_realtime_x"] = round(total_s / r["fastpath_s"], 1)
+    r["inputs"] = f"2 x {args.seconds} s {w}x{h} {fps} fps + {args.intro_seconds} s intro + logo"
+    r["encoder"] = f"libx264 -preset {PRESET} -crf {CRF}"
+    r["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    r["goals"] = {"multipass_over_onepass": ">= 2.0", "onepass_over_floor": "<= 1.15"}
+
+    rows = [
+        ("onepass (ours)", r["onepass_s"], r["onepass_realtime_x"], "2 cams + intro + logo"),
+        ("multipass (seed)", r["multipass_s"], r["multipass_realtime_x"], "3 encodes"),
+        ("floor", r["floor_s"], r["floor_realtime_x"], "hstack only, no intro/logo"),
+        ("fastpath, 1st", r["fastpath_first_s"], None, "single + intro: intro encoded"),
+        ("fastpath", r["fastpath_s"], r["fastpath_realtime_x"], "single + intro: copy only"),
+    ]
+    print(f"\n{'variant':<18} {'wall s':>8} {'x realtime':>11}  what")
+    for name, secs, rt, what in rows:
+        print(f"{name:<18} {secs:>8.2f} {'' if rt is None else f'{rt:.2f}':>11}  {what}")
+    print(f"\nmultipass / onepass = {r['multipass_over_onepass']:.2f}  (goal >= 2.0)")
+    print(f"onepass / floor     = {r['onepass_over_floor']:.3f} (goal <= 1.15)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(r, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
