@@ -1,0 +1,928 @@
+"""Camera drivers: the small interface the supervisor records through, and what drivers share.
+
+The supervisor only ever talks to a `CameraDriver` (see the Protocol below): `start()` a booking's
+recording, `poll()` it about once a second, `stop()` it, take a `snapshot()` for aiming, `probe()`
+for `ezrec doctor`. Three drivers implement it: `synthetic` (ffmpeg test patterns), `v4l2` (USB
+cameras through ffmpeg) and `picamera2` (Raspberry Pi CSI cameras); `open_camera_driver()` picks
+one from the settings.
+
+This module also owns the raw recording layout that drivers write and the builder reads
+(shared contract, see docs): `<raw>/<booking>/cam<N>/<run:03d>-<seq:05d>.ts` MPEG-TS segments
+and one `run-<run:03d>.json` manifest per recording run, written atomically. `read_runs()` is the
+reader for the builder and for crash recovery.
+
+The two ffmpeg-based drivers share `FfmpegDriver`: one ffmpeg process per camera writing with the
+segment muxer, watched through `-progress`, started so that it dies with the supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from controller.config import Settings
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# The interface
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    index: int
+    driver: str
+    model: str
+    mode: str  # like "1280x720@30"
+    up: bool
+    detail: str = ""  # why it is down, one line
+
+
+@dataclass(frozen=True)
+class CameraEvent:
+    camera: int
+    kind: Literal["failed_to_start", "died", "stalled"]
+    detail: str  # one line for the booking history
+
+
+@dataclass(frozen=True)
+class CameraProbe:
+    camera: int
+    ok: bool
+    line: str  # "camera 0 ok: 1280x720@30 (...)", "camera 1: not found", ...
+
+
+@dataclass
+class RecordingResult:
+    booking_id: str
+    run: int
+    files: dict[int, list[Path]]  # camera -> segments of this run, in order (may be empty)
+    notes: list[str]  # lines for the booking history
+
+
+class RecordingHandle(Protocol):
+    booking_id: str
+    out_dir: Path
+    run: int
+    cameras: list[int]  # cameras recording right now
+    notes: list[str]  # what happened so far (start failures, drops), for the history
+
+
+class CameraError(Exception):
+    """No camera could record (start), or a driver cannot be used at all (open)."""
+
+
+class CameraDriver(Protocol):
+    name: str
+
+    def discover(self) -> list[CameraInfo]: ...
+
+    def start(self, booking_id: str, out_dir: Path) -> RecordingHandle: ...
+
+    def poll(self, handle: RecordingHandle) -> list[CameraEvent]: ...
+
+    def bytes_written(self, handle: RecordingHandle) -> int: ...
+
+    def stop(self, handle: RecordingHandle, timeout: float = 5.0) -> RecordingResult: ...
+
+    def snapshot(self, camera: int, handle: RecordingHandle | None = None) -> bytes: ...
+
+    def probe(self) -> list[CameraProbe]: ...
+
+    def close(self) -> None: ...
+
+
+def open_camera_driver(settings: Settings) -> CameraDriver:
+    """The driver named by CAMERA_DRIVER; `auto` is Picamera2 when it imports and sees cameras.
+
+    Imports are local so that importing this module never drags in picamera2 or ffmpeg checks.
+    """
+    choice = settings.camera_driver
+    if choice == "synthetic":
+        from controller.drivers.synthetic import SyntheticDriver
+
+        return SyntheticDriver(settings)
+    if choice == "v4l2":
+        from controller.drivers.v4l2 import V4L2Driver
+
+        return V4L2Driver(settings)
+    from controller.drivers.picamera2 import Picamera2Driver, picamera2_available
+
+    if choice == "picamera2":
+        return Picamera2Driver(settings)
+    why = picamera2_available()
+    if why is None:
+        return Picamera2Driver(settings)
+    # Loud on purpose: on a venue box this means the customers' videos will be test patterns.
+    log.warning(
+        "CAMERA_DRIVER=auto: no usable Picamera2 camera (%s); recording SYNTHETIC test patterns "
+        "instead. Set EZREC_CAMERA_DRIVER=picamera2 or v4l2 on a real installation.",
+        why,
+    )
+    from controller.drivers.synthetic import SyntheticDriver
+
+    return SyntheticDriver(settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# The raw layout: segments and run manifests
+# ---------------------------------------------------------------------------------------------
+
+SEGMENT_RE = re.compile(r"^(\d{3})-(\d{5})\.ts$")
+MANIFEST_RE = re.compile(r"^run-(\d{3})\.json$")
+CAMERA_DIR_RE = re.compile(r"^cam(\d+)$")
+MAX_RUN = 999  # three digits in the file names
+
+
+def camera_dir(out_dir: Path, camera: int) -> Path:
+    return out_dir / f"cam{camera}"
+
+
+def segment_path(cam_dir: Path, run: int, seq: int) -> Path:
+    return cam_dir / f"{run:03d}-{seq:05d}.ts"
+
+
+def segment_template(cam_dir: Path, run: int) -> str:
+    """The file name pattern for ffmpeg's segment muxer."""
+    return str(cam_dir / f"{run:03d}-%05d.ts")
+
+
+def manifest_path(cam_dir: Path, run: int) -> Path:
+    return cam_dir / f"run-{run:03d}.json"
+
+
+def run_segments(cam_dir: Path, run: int) -> list[Path]:
+    """This run's segments in time order (names sort by time)."""
+    if not cam_dir.is_dir():
+        return []
+    found = []
+    for path in cam_dir.iterdir():
+        match = SEGMENT_RE.match(path.name)
+        if match and int(match.group(1)) == run:
+            found.append(path)
+    return sorted(found)
+
+
+def next_run(out_dir: Path) -> int:
+    """Max existing run number in any camera folder + 1, so that runs never overwrite."""
+    highest = -1
+    if out_dir.is_dir():
+        for cam in out_dir.iterdir():
+            if not (cam.is_dir() and CAMERA_DIR_RE.match(cam.name)):
+                continue
+            for path in cam.iterdir():
+                match = SEGMENT_RE.match(path.name) or MANIFEST_RE.match(path.name)
+                if match:
+                    highest = max(highest, int(match.group(1)))
+    if highest >= MAX_RUN:
+        raise CameraError(f"{out_dir}: run numbers exhausted ({MAX_RUN + 1} runs)")
+    return highest + 1
+
+
+_MANIFEST_KEYS = ("camera", "driver", "run", "started_at", "width", "height", "fps",
+                  "stopped_at", "notes")
+
+
+@dataclass
+class RunManifest:
+    """One recording run of one camera: `cam<N>/run-<run>.json`."""
+
+    camera: int
+    driver: str
+    run: int
+    started_at: float  # wall-clock epoch seconds of the run's first frame (best estimate)
+    width: int
+    height: int
+    fps: int
+    stopped_at: float | None = None  # None while running, or after a crash
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # driver-specific keys, kept flat
+    directory: Path | None = field(default=None, compare=False)  # where it was read from
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out.update({key: getattr(self, key) for key in _MANIFEST_KEYS})
+        out["notes"] = list(self.notes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], directory: Path | None = None) -> RunManifest:
+        missing = [key for key in _MANIFEST_KEYS if key not in data and key != "notes"]
+        if missing:
+            raise ValueError(f"manifest lacks {', '.join(missing)}")
+        stopped = data.get("stopped_at")
+        return cls(
+            camera=int(data["camera"]),
+            driver=str(data["driver"]),
+            run=int(data["run"]),
+            started_at=float(data["started_at"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            fps=int(data["fps"]),
+            stopped_at=None if stopped is None else float(stopped),
+            notes=[str(note) for note in data.get("notes", [])],
+            extra={k: v for k, v in data.items() if k not in _MANIFEST_KEYS},
+            directory=directory,
+        )
+
+    def segments(self) -> list[Path]:
+        return run_segments(self.directory, self.run) if self.directory else []
+
+    def write(self, cam_dir: Path) -> Path:
+        """Atomically (tmp + fsync + os.replace): a crash leaves the old or the new, never half."""
+        cam_dir.mkdir(parents=True, exist_ok=True)
+        self.directory = cam_dir
+        target = manifest_path(cam_dir, self.run)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        data = json.dumps(self.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(cam_dir)
+        return target
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is only durable across a power cut once the directory entry is on disk.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_runs(raw_dir: Path) -> dict[int, list[RunManifest]]:
+    """Every run of every camera under a booking's raw dir: camera -> manifests by run.
+
+    Never raises on what a crash can leave behind: a run with segments but no (readable)
+    manifest gets one made up from the files, its started_at estimated from the first segment's
+    modification time, and a note saying so.
+    """
+    out: dict[int, list[RunManifest]] = {}
+    if not raw_dir.is_dir():
+        return out
+    for cam in sorted(raw_dir.iterdir()):
+        match = CAMERA_DIR_RE.match(cam.name)
+        if not (match and cam.is_dir()):
+            continue
+        number = int(match.group(1))
+        runs: dict[int, RunManifest] = {}
+        seg_runs: dict[int, list[Path]] = {}
+        for path in cam.iterdir():
+            if m := MANIFEST_RE.match(path.name):
+                try:
+                    runs[int(m.group(1))] = RunManifest.from_dict(
+                        json.loads(path.read_text()), directory=cam
+                    )
+                except (OSError, ValueError, TypeError) as exc:
+                    log.warning("%s: unreadable manifest (%s); rebuilt from segments", path, exc)
+            elif m := SEGMENT_RE.match(path.name):
+                seg_runs.setdefault(int(m.group(1)), []).append(path)
+        for run, paths in seg_runs.items():
+            if run in runs:
+                continue
+            first = min(paths)
+            runs[run] = RunManifest(
+                camera=number, driver="unknown", run=run,
+                started_at=first.stat().st_mtime, width=0, height=0, fps=0,
+                notes=["manifest missing: started_at estimated from the first segment's mtime"],
+                directory=cam,
+            )
+        if runs:
+            out[number] = [runs[key] for key in sorted(runs)]
+    return out
+
+
+def drop_empty_segments(paths: Iterable[Path]) -> list[Path]:
+    """Remove zero-byte segments (an opened-but-never-written file breaks concatenation)."""
+    kept = []
+    for path in paths:
+        try:
+            if path.stat().st_size == 0:
+                path.unlink()
+                continue
+        except FileNotFoundError:
+            continue
+        kept.append(path)
+    return kept
+
+
+def snapshot_from_segments(segments: Sequence[Path], timeout: float = 10.0) -> bytes:
+    """A JPEG of the first frame of the newest decodable segment.
+
+    Reads the files only, so the live recording is never disturbed. Segments start on a
+    keyframe, so the still is at most SEGMENT_S old: fine for aiming a camera.
+    """
+    for path in sorted(segments, reverse=True)[:3]:
+        if not path.exists() or path.stat().st_size == 0:
+            continue
+        jpeg = ffmpeg_jpeg(["-i", str(path)], timeout=timeout)
+        if jpeg:
+            return jpeg
+    raise CameraError("no decodable segment yet for a snapshot")
+
+
+def ffmpeg_jpeg(input_args: Sequence[str], timeout: float = 10.0) -> bytes | None:
+    """One JPEG frame from an ffmpeg input, or None when ffmpeg could not decode one."""
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *input_args,
+           "-frames:v", "1", "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "4", "-"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    data = done.stdout
+    return data if done.returncode == 0 and data.startswith(b"\xff\xd8") else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes that die with the supervisor
+# ---------------------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def ffmpeg_binary() -> str:
+    found = shutil.which("ffmpeg")
+    if not found:
+        raise CameraError("ffmpeg not found on PATH (Debian: apt install ffmpeg)")
+    return found
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_prctl = _load_prctl()
+
+
+class _Spawner:
+    """Starts children from one long-lived thread.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: a
+    child started from a short-lived worker thread would be killed when that thread ends. This
+    daemon thread lives as long as the process, so the signal means "the supervisor died".
+    """
+
+    def __init__(self) -> None:
+        self._queue: Queue[tuple[list[str], dict[str, Any], Future[subprocess.Popen[bytes]]]]
+        self._queue = Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="ezrec-spawner", daemon=True
+                )
+                self._thread.start()
+        future: Future[subprocess.Popen[bytes]] = Future()
+        self._queue.put((cmd, kwargs, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            cmd, kwargs, future = self._queue.get()
+            try:
+                future.set_result(subprocess.Popen(cmd, **kwargs))
+            except BaseException as exc:  # handed to the caller, who decides
+                future.set_exception(exc)
+
+
+_spawner = _Spawner()
+
+
+def spawn_child(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Popen in its own process group, killed by the kernel (SIGKILL) if the supervisor dies.
+
+    Its own process group (new session) so that a Ctrl-C in the terminal reaches only the
+    supervisor, which then stops the recording cleanly instead of ffmpeg dying mid-write.
+    """
+    parent = os.getpid()
+    prctl = _prctl
+
+    def child_setup() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            # The parent may have died between fork and prctl: then nobody would kill us.
+            if os.getppid() != parent:
+                os._exit(1)
+
+    return _spawner.popen(cmd, preexec_fn=child_setup, start_new_session=True, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# ffmpeg-based drivers (synthetic, v4l2)
+# ---------------------------------------------------------------------------------------------
+
+STALL_MIN_S = 3.0
+FIRST_FRAME_TIMEOUT_S = 15.0
+ESTIMATE_WINDOW_S = 5.0  # refine started_at over the first seconds of progress reports
+
+
+@dataclass
+class FfmpegInput:
+    """How one camera is read: ffmpeg input arguments and an optional filter chain."""
+
+    args: list[str]
+    video_filter: str | None = None
+    model: str = ""
+
+
+InjectionKind = Literal["start", "die_after", "kill_after", "stall_after"]
+
+
+@dataclass
+class Injection:
+    """A test-only failure (see synthetic.py's EZRECTEST_SYNTHETIC_FAIL)."""
+
+    kind: InjectionKind
+    seconds: float = 0.0
+
+
+class FfmpegCamera:
+    """One camera's ffmpeg process, watched through `-progress` on its stdout."""
+
+    def __init__(self, camera: int, cam_dir: Path, run: int, cmd: list[str], fps: int) -> None:
+        self.camera = camera
+        self.cam_dir = cam_dir
+        self.run = run
+        self.cmd = cmd
+        self.fps = fps
+        self.log_path = cam_dir / f"run-{run:03d}.ffmpeg.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.frames = 0
+        self.out_time_s = 0.0
+        self.spawned_at = 0.0  # monotonic
+        self.last_progress = 0.0  # monotonic time the frame count last moved
+        self.started_at: float | None = None  # wall-clock of the first frame, estimated
+        self.first_frame = threading.Event()
+        self.ended = threading.Event()
+        self.stopping = False
+        self.manifest: RunManifest | None = None
+        self._timers: list[threading.Timer] = []
+
+    def spawn(self) -> None:
+        self.cam_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log_file:
+            self.proc = spawn_child(
+                self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file
+            )
+        self.spawned_at = self.last_progress = time.monotonic()
+        threading.Thread(
+            target=self._read_progress, name=f"ezrec-cam{self.camera}-progress", daemon=True
+        ).start()
+
+    def _read_progress(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        block: dict[str, str] = {}
+        for raw in self.proc.stdout:
+            key, _, value = raw.decode(errors="replace").strip().partition("=")
+            block[key] = value
+            if key != "progress":
+                continue
+            self._take(block)
+            block = {}
+        self.ended.set()
+        self.first_frame.set()  # wake anyone waiting: the process is gone
+
+    def _take(self, block: dict[str, str]) -> None:
+        try:
+            frames = int(block.get("frame", "0"))
+            out_us = int(block.get("out_time_us", "0"))
+        except ValueError:
+            return  # "N/A" before the first packet
+        now_wall, now = time.time(), time.monotonic()
+        if frames > self.frames:
+            self.frames = frames
+            self.last_progress = now
+        self.out_time_s = max(out_us, 0) / 1e6
+        if frames <= 0:
+            return
+        # The output is paced in real time (-re, or a live device), so the first frame was
+        # written about out_time seconds before this report. Reporting delay only makes the
+        # estimate later, never earlier: the minimum over the first reports is the best one.
+        estimate = now_wall - self.out_time_s
+        if self.started_at is None or (
+            now - self.spawned_at < ESTIMATE_WINDOW_S and estimate < self.started_at
+        ):
+            self.started_at = estimate
+        self.first_frame.set()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def add_timer(self, seconds: float, action: Callable[[], None]) -> None:
+        timer = threading.Timer(seconds, action)
+        timer.daemon = True
+        timer.start()
+        self._timers.append(timer)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+
+    def request_stop(self) -> None:
+        """Ask ffmpeg to finish the open segment and exit (SIGINT is its clean quit)."""
+        self.stopping = True
+        for timer in self._timers:
+            timer.cancel()
+        self.signal(signal.SIGCONT)  # a stopped (frozen) process cannot handle SIGINT
+        self.signal(signal.SIGINT)
+
+    def wait(self, deadline: float) -> bool:
+        """Wait until the monotonic deadline; kill if still running. True if it exited itself."""
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            clean = True
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait()
+            clean = False
+        self.ended.wait(2.0)  # let the progress reader drain
+        return clean
+
+    def kill(self) -> None:
+        self.stopping = True
+        for timer in self._timers:
+            timer.cancel()
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+
+    def last_log_line(self) -> str:
+        try:
+            lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines()]
+        except OSError:
+            return ""
+        lines = [ln for ln in lines if ln]
+        return lines[-1][:200] if lines else ""
+
+    def exit_detail(self) -> str:
+        code = self.proc.returncode if self.proc else None
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        last = self.last_log_line()
+        return f"ffmpeg {how}" + (f": {last}" if last else "")
+
+    def segments(self) -> list[Path]:
+        return run_segments(self.cam_dir, self.run)
+
+    def tidy_log(self) -> None:
+        """ffmpeg's stderr is kept next to the segments only when it has something to say."""
+        with contextlib.suppress(OSError):
+            if self.log_path.stat().st_size == 0:
+                self.log_path.unlink()
+
+    def bytes_written(self) -> int:
+        total = 0
+        for path in self.segments():
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
+
+    def last_frame_wall(self) -> float | None:
+        if self.started_at is None or self.frames == 0:
+            return None
+        return self.started_at + self.out_time_s + 1.0 / max(self.fps, 1)
+
+
+@dataclass
+class FfmpegRecording:
+    """The handle an ffmpeg-based driver returns from start()."""
+
+    booking_id: str
+    out_dir: Path
+    run: int
+    cameras: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    procs: dict[int, FfmpegCamera] = field(default_factory=dict, repr=False)
+    attempted: list[int] = field(default_factory=list)
+    # Events not yet returned by poll(), with their history line; lines already returned as
+    # events are left out of RecordingResult.notes so the history does not say them twice.
+    pending: list[tuple[CameraEvent, str]] = field(default_factory=list, repr=False)
+    reported: set[str] = field(default_factory=set, repr=False)
+    result: RecordingResult | None = field(default=None, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+_ERROR_HINT = re.compile(r"rror|nvalid|No such|ould not|ailed|not supported|busy")
+
+
+def take_pending(
+    pending: list[tuple[CameraEvent, str]], reported: set[str]
+) -> list[CameraEvent]:
+    """Hand out the queued events once, remembering their history lines as reported."""
+    events = [event for event, _ in pending]
+    reported.update(line for _, line in pending)
+    pending.clear()
+    return events
+
+
+class FfmpegDriver:
+    """Base of the synthetic and v4l2 drivers: everything except how a camera is read."""
+
+    name = "ffmpeg"
+    realtime_input = True  # lavfi needs -re to be paced like a camera; a device paces itself
+    probe_loglevel = "error"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._active: set[int] = set()
+        self._handles: dict[int, FfmpegRecording] = {}
+        self._lock = threading.Lock()
+
+    # --- what subclasses provide -------------------------------------------------------------
+
+    def camera_input(self, camera: int, *, realtime: bool) -> FfmpegInput:
+        """Raise CameraError (one line) when the camera cannot be read at all."""
+        raise NotImplementedError
+
+    def injection(self, camera: int) -> Injection | None:
+        return None
+
+    def discover(self) -> list[CameraInfo]:
+        raise NotImplementedError
+
+    # --- shared ------------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        s = self.settings
+        return f"{s.width}x{s.height}@{s.fps}"
+
+    def encode_args(self) -> list[str]:
+        s = self.settings
+        fps = str(s.fps)
+        # A keyframe every second (and never elsewhere: no scene-cut keyframes) so the segment
+        # muxer can cut close to SEGMENT_S and a crash loses at most the open segment's tail.
+        return [
+            "-an", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+            "-pix_fmt", "yuv420p", "-g", fps, "-keyint_min", fps, "-sc_threshold", "0",
+            "-crf", "23", "-maxrate", f"{s.camera_bitrate_kbps}k",
+            "-bufsize", f"{2 * s.camera_bitrate_kbps}k",
+        ]
+
+    def command(self, camera: int, source: FfmpegInput, cam_dir: Path, run: int) -> list[str]:
+        s = self.settings
+        cmd = [
+            ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats",
+            "-progress", "pipe:1", "-stats_period", "0.25",
+            *source.args,
+        ]
+        if source.video_filter:
+            cmd += ["-vf", source.video_filter]
+        cmd += self.encode_args()
+        cmd += [
+            "-f", "segment", "-segment_time", str(s.segment_s), "-segment_format", "mpegts",
+            # flush every packet of the inner TS muxer: a SIGKILL then loses nothing written.
+            "-segment_format_options", "flush_packets=1",
+            "-reset_timestamps", "0", "-segment_start_number", "0",
+            segment_template(cam_dir, run),
+        ]
+        return cmd
+
+    def start(self, booking_id: str, out_dir: Path) -> FfmpegRecording:
+        s = self.settings
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run = next_run(out_dir)
+        handle = FfmpegRecording(booking_id=booking_id, out_dir=out_dir, run=run)
+        failures: dict[int, str] = {}
+        for cam in range(s.cameras):
+            handle.attempted.append(cam)
+            cam_dir = camera_dir(out_dir, cam)
+            try:
+                source = self.camera_input(cam, realtime=self.realtime_input)
+                inject = self.injection(cam)
+                if inject and inject.kind == "start":
+                    # A filter that does not exist: ffmpeg itself fails, like a real bad start.
+                    source = FfmpegInput(["-f", "lavfi", "-i", "ezrec_injected_start_failure"])
+                proc = FfmpegCamera(cam, cam_dir, run, self.command(cam, source, cam_dir, run),
+                                    s.fps)
+                # Written before the first frame so that a crash right now still leaves a run
+                # the builder can read; started_at is corrected once the first frame is out.
+                proc.manifest = RunManifest(
+                    camera=cam, driver=self.name, run=run, started_at=time.time(),
+                    width=s.width, height=s.height, fps=s.fps,
+                    extra={"model": source.model} if source.model else {},
+                )
+                proc.manifest.write(cam_dir)
+                proc.spawn()
+            except (CameraError, OSError) as exc:
+                failures[cam] = str(exc)
+                continue
+            handle.procs[cam] = proc
+            if inject and inject.kind != "start":
+                self._arm(proc, inject)
+        deadline = time.monotonic() + FIRST_FRAME_TIMEOUT_S
+        for cam, proc in handle.procs.items():
+            proc.first_frame.wait(max(0.0, deadline - time.monotonic()))
+            if proc.frames > 0 and proc.alive():
+                continue
+            if proc.alive():
+                failures[cam] = f"no frame within {FIRST_FRAME_TIMEOUT_S:.0f} s"
+                proc.kill()
+            else:
+                proc.wait(time.monotonic() + 1.0)
+                failures[cam] = proc.exit_detail()
+        for cam in sorted(failures):
+            proc = handle.procs.pop(cam, None)
+            if proc is not None:
+                self._discard_failed(proc)
+            line = f"camera {cam} failed to start: {failures[cam]}"
+            handle.notes.append(line)
+            handle.pending.append((CameraEvent(cam, "failed_to_start", failures[cam]), line))
+            log.warning("%s (booking %s)", line, booking_id)
+        if not handle.procs:
+            raise CameraError("no camera could start: " + "; ".join(handle.notes))
+        for cam, proc in sorted(handle.procs.items()):
+            handle.cameras.append(cam)
+            assert proc.manifest is not None
+            proc.manifest.started_at = proc.started_at or proc.manifest.started_at
+            proc.manifest.write(proc.cam_dir)
+        with self._lock:
+            self._handles[id(handle)] = handle
+        return handle
+
+    def _arm(self, proc: FfmpegCamera, inject: Injection) -> None:
+        if inject.kind == "kill_after":
+            proc.add_timer(inject.seconds, lambda: proc.signal(signal.SIGKILL))
+        elif inject.kind == "stall_after":
+            proc.add_timer(inject.seconds, lambda: proc.signal(signal.SIGSTOP))
+        # die_after is an input duration (-t) set by the subclass: ffmpeg exits by itself.
+
+    def _discard_failed(self, proc: FfmpegCamera) -> None:
+        if proc.alive():
+            proc.kill()
+        left = drop_empty_segments(proc.segments())
+        if not left:
+            with contextlib.suppress(FileNotFoundError):
+                manifest_path(proc.cam_dir, proc.run).unlink()
+
+    def poll(self, handle: RecordingHandle) -> list[CameraEvent]:
+        h = self._own(handle)
+        with h.lock:
+            events = take_pending(h.pending, h.reported)
+            if h.result is not None:
+                return events
+            stall_s = max(STALL_MIN_S, 3.0 / max(self.settings.fps, 1))
+            now = time.monotonic()
+            for cam in list(h.cameras):
+                proc = h.procs[cam]
+                if not proc.alive():
+                    proc.wait(now + 1.0)
+                    kind: Literal["died", "stalled"] = "died"
+                    why = proc.exit_detail()
+                elif now - proc.last_progress > stall_s:
+                    proc.kill()
+                    kind = "stalled"
+                    why = f"no new frame for {now - proc.last_progress:.1f} s; process killed"
+                else:
+                    continue
+                h.cameras.remove(cam)
+                detail = f"after {now - proc.spawned_at:.1f} s: {why}"
+                line = f"camera {cam} {kind} {detail}"
+                h.notes.append(line)
+                h.reported.add(line)
+                events.append(CameraEvent(cam, kind, detail))
+                log.warning("%s (booking %s)", line, h.booking_id)
+                self._finish_manifest(proc, line)
+        return events
+
+    def _finish_manifest(self, proc: FfmpegCamera, note: str | None = None) -> None:
+        if proc.manifest is None:
+            return
+        proc.manifest.stopped_at = proc.last_frame_wall() or time.time()
+        if note:
+            proc.manifest.notes.append(note)
+        proc.manifest.write(proc.cam_dir)
+
+    def bytes_written(self, handle: RecordingHandle) -> int:
+        h = self._own(handle)
+        return sum(proc.bytes_written() for proc in h.procs.values())
+
+    def stop(self, handle: RecordingHandle, timeout: float = 5.0) -> RecordingResult:
+        h = self._own(handle)
+        with h.lock:
+            if h.result is not None:
+                return h.result
+            live = [h.procs[cam] for cam in h.cameras]
+            for proc in live:
+                proc.request_stop()
+            deadline = time.monotonic() + timeout
+            for proc in live:
+                if not proc.wait(deadline):
+                    line = (f"camera {proc.camera} did not stop within {timeout:g} s and was "
+                            "killed; its last segment may end early")
+                    h.notes.append(line)
+                    if proc.manifest is not None:
+                        proc.manifest.notes.append(line)
+                self._finish_manifest(proc)
+            h.cameras.clear()
+            files = {cam: [] for cam in h.attempted}
+            for cam, proc in h.procs.items():
+                files[cam] = drop_empty_segments(proc.segments())
+                proc.tidy_log()
+            notes = [line for line in h.notes if line not in h.reported]
+            h.result = RecordingResult(h.booking_id, h.run, files, notes)
+        with self._lock:
+            self._handles.pop(id(h), None)
+        return h.result
+
+    def snapshot(self, camera: int, handle: RecordingHandle | None = None) -> bytes:
+        if handle is not None:
+            h = self._own(handle)
+            proc = h.procs.get(camera)
+            if proc is not None:
+                return snapshot_from_segments(proc.segments())
+        source = self.camera_input(camera, realtime=False)
+        args = list(source.args)
+        if source.video_filter:
+            args += ["-vf", source.video_filter]
+        jpeg = ffmpeg_jpeg(args)
+        if jpeg is None:
+            raise CameraError(f"camera {camera}: could not capture a still")
+        return jpeg
+
+    def probe(self) -> list[CameraProbe]:
+        return [self._probe_one(cam) for cam in range(self.settings.cameras)]
+
+    def _probe_one(self, cam: int) -> CameraProbe:
+        try:
+            source = self.camera_input(cam, realtime=self.realtime_input)
+        except CameraError as exc:
+            return CameraProbe(cam, False, f"camera {cam}: {exc}")
+        cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", self.probe_loglevel,
+               "-nostats", "-progress", "pipe:1", *source.args]
+        if source.video_filter:
+            cmd += ["-vf", source.video_filter]
+        cmd += ["-t", "1", *self.encode_args(), "-f", "null", "-"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, timeout=15, check=False)
+        except subprocess.TimeoutExpired:
+            return CameraProbe(cam, False, f"camera {cam}: no frames within 15 s")
+        frames = 0
+        for line in done.stdout.decode(errors="replace").splitlines():
+            if line.startswith("frame="):
+                with contextlib.suppress(ValueError):
+                    frames = int(line[6:])
+        if done.returncode != 0 or frames == 0:
+            return CameraProbe(cam, False, f"camera {cam}: {self.explain(done.stderr)}")
+        model = f" ({source.model})" if source.model else ""
+        mismatch = self.mode_mismatch(done.stderr)
+        if mismatch:
+            return CameraProbe(cam, False, f"camera {cam}: {mismatch}{model}")
+        if frames < 0.7 * self.settings.fps:
+            return CameraProbe(
+                cam, False, f"camera {cam}: wrong mode: {frames} frames in 1 s, "
+                f"asked {self.mode}{model}"
+            )
+        return CameraProbe(cam, True, f"camera {cam} ok: {self.mode}{model}")
+
+    def explain(self, stderr: bytes) -> str:
+        """One line saying why ffmpeg could not read the camera."""
+        lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+        errors = [ln for ln in lines if _ERROR_HINT.search(ln)]
+        chosen = errors or lines
+        return chosen[-1][:200] if chosen else "ffmpeg failed without a message"
+
+    def mode_mismatch(self, stderr: bytes) -> str | None:
+        """Why a capture that worked is still not in the configured mode, if it is not."""
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            handles = list(self._handles.values())
+        for handle in handles:
+            self.stop(handle)
+
+    def _own(self, handle: RecordingHandle) -> FfmpegRecording:
+        if not isinstance(handle, FfmpegRecording):
+            raise TypeError(f"{self.name} driver got a foreign handle: {handle!r}")
+        return handle
