@@ -37,8 +37,9 @@ _CHANGED = re.compile(r"changed the video from (\S+) to (\S+)")
 _FORMAT_LINE = re.compile(r"\b(Compressed|Raw)\s*:\s*(\S+)\s*:\s*(.*?)\s*:\s*(.*)$")
 
 
-def discover_devices(by_id_dir: Path = BY_ID_DIR) -> list[str]:
+def discover_devices(by_id_dir: Path | None = None) -> list[str]:
     """Capture nodes of USB cameras, stable names, sorted (index0 is the video node)."""
+    by_id_dir = by_id_dir or BY_ID_DIR
     if not by_id_dir.is_dir():
         return []
     return sorted(str(path) for path in by_id_dir.glob("*-video-index0"))
