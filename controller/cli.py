@@ -256,5 +256,5 @@ def nudge(ctx: Context) -> None:
     send_nudge(ctx.settings.data_dir)
 
 
-if __name__ == "__main__":
-    main()
+# The verbs that run things live in their own module; importing it registers them.
+from controller import cli_run  # noqa: E402, F401

@@ -85,7 +85,7 @@ def test_graph(run) -> None:  # type: ignore[no-untyped-def]
 def test_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
     env = {"EZREC_DATA_DIR": str(tmp_path), "EZREC_FPS": "lots", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "bookings"],
+        [sys.executable, "-m", "controller", "bookings"],
         env=env, capture_output=True, text=True, check=False,
     )
     assert proc.returncode != 0

@@ -1,0 +1,195 @@
+"""The two long jobs the supervisor hands to its workers: building a booking's video and
+uploading it. Each is a plain function of (settings, booking, drivers) that returns a result
+or raises; the loop turns the outcome into a transition. Progress goes to the store directly
+(it is not a state change), so `ezrec show` / `status` see it while the job runs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from controller.config import Settings
+from controller.db import Booking
+from controller.drivers import builder as builder_mod
+from controller.drivers import storage as storage_mod
+from controller.drivers.media import MediaCache
+
+Progress = Callable[[float], None]
+
+
+@dataclass
+class BuildOutcome:
+    outputs: list[Path]
+    duration_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class UploadOutcome:
+    objects: list[dict[str, Any]]
+    video_url: str
+    presigned_url: str | None = None
+
+
+def raw_dir(settings: Settings, booking_id: str) -> Path:
+    return settings.raw_dir / booking_id
+
+
+def processed_path(settings: Settings, booking_id: str) -> Path:
+    return settings.processed_dir / f"{booking_id}.mp4"
+
+
+def has_recording(settings: Settings, booking_id: str) -> bool:
+    """True when at least one non-empty segment of the booking is on disk."""
+    folder = raw_dir(settings, booking_id)
+    if not folder.is_dir():
+        return False
+    return any(f.stat().st_size > 0 for f in folder.glob("cam*/*.ts"))
+
+
+def media_sources(settings: Settings, booking: Booking) -> dict[str, Any]:
+    """The booking user's own media (from the booking system) over the venue's defaults."""
+    own = booking.extra.get("media") or {}
+    sponsors = [s for s in (own.get("sponsors") or []) if s] or list(settings.sponsor_logos)
+    return {
+        "intro": own.get("intro") or settings.intro,
+        "venue_logo": settings.logo,
+        "user_logo": own.get("logo"),
+        "sponsors": sponsors[:3],
+    }
+
+
+def resolve_media(
+    settings: Settings, booking: Booking, cache: MediaCache
+) -> tuple[Path | None, list[builder_mod.Overlay], list[str]]:
+    sources = media_sources(settings, booking)
+    notes: list[str] = []
+
+    def fetch(source: str | None, kind: str) -> Path | None:
+        if not source:
+            return None
+        resolved = cache.resolve(source, kind)  # type: ignore[arg-type]
+        if resolved.note:
+            notes.append(resolved.note)
+        return resolved.path
+
+    intro = fetch(sources["intro"], "video")
+    overlays: list[builder_mod.Overlay] = []
+    wanted = [
+        ("venue_logo", sources["venue_logo"], settings.logo_position),
+        ("user_logo", sources["user_logo"], settings.user_logo_position),
+    ] + [
+        (f"sponsor{i}", src, settings.sponsor_position)
+        for i, src in enumerate(sources["sponsors"], start=1)
+    ]
+    for name, source, position in wanted:
+        path = fetch(source, "image")
+        if path is not None:
+            overlays.append(
+                builder_mod.Overlay(
+                    path=path,
+                    name=name,
+                    position=position,
+                    width_frac=settings.logo_width,
+                    margin=settings.logo_margin,
+                    opacity=settings.logo_opacity,
+                )
+            )
+    return intro, overlays, notes
+
+
+def build_spec(
+    settings: Settings, booking: Booking, cache: MediaCache
+) -> tuple[builder_mod.BuildSpec, list[str]]:
+    feeds = builder_mod.feeds_from_raw_dir(
+        raw_dir(settings, booking.id),
+        [settings.rotation_for(i) for i in range(settings.cameras)],
+    )
+    if not feeds:
+        raise builder_mod.BuildError("no recorded segments on disk")
+    intro, overlays, notes = resolve_media(settings, booking, cache)
+    spec = builder_mod.spec_from_settings(
+        settings,
+        booking.id,
+        feeds,
+        processed_path(settings, booking.id),
+        start_at=booking.start_time.timestamp(),
+        duration=(booking.end_time - booking.start_time).total_seconds(),
+        intro=intro,
+        overlays=overlays,
+    )
+    return spec, notes
+
+
+def build_video(
+    settings: Settings,
+    booking: Booking,
+    cache: MediaCache,
+    on_progress: Progress,
+    stop: threading.Event,
+) -> BuildOutcome:
+    spec, notes = build_spec(settings, booking, cache)
+    result = builder_mod.build(spec, on_progress=on_progress, stop=stop)
+    return BuildOutcome(result.outputs, result.duration_s, notes + list(result.notes))
+
+
+def outputs_of(booking: Booking) -> list[Path]:
+    stored = booking.extra.get("outputs")
+    if stored:
+        return [Path(p) for p in stored]
+    return [Path(booking.processed_path)] if booking.processed_path else []
+
+
+def upload_video(
+    settings: Settings,
+    booking: Booking,
+    storage: storage_mod.Storage,
+    on_progress: Progress,
+    stop: threading.Event,
+) -> UploadOutcome:
+    outputs = outputs_of(booking)
+    if not outputs:
+        raise storage_mod.StorageError("no processed video recorded for this booking")
+    missing = [str(p) for p in outputs if not p.is_file()]
+    if missing:
+        # The finished file is gone (disk swapped?): the raw files are still there, so the
+        # caller sends the booking back to processing rather than failing forever.
+        raise FileNotFoundError(f"processed video missing: {', '.join(missing)}")
+    total = sum(p.stat().st_size for p in outputs)
+    done_before = 0
+    objects: list[dict[str, Any]] = []
+    for path in outputs:
+        suffix = path.stem.removeprefix(booking.id)
+        key = storage.key_for(booking.id, booking.start_time, suffix)
+        base = done_before
+
+        def progress(sent: int, _size: int, base: int = base) -> None:
+            on_progress((base + sent) / total if total else 1.0)
+
+        stored = storage.upload(
+            path,
+            key,
+            checkpoint=storage_mod.FileCheckpoint(path.with_name(path.name + ".upload.json")),
+            on_progress=progress,
+            stop=stop,
+        )
+        presigned = (
+            storage.presign(key, settings.s3_presign_s) if settings.s3_presign_s else None
+        )
+        objects.append(
+            {
+                "url": stored.url,
+                "key": stored.key,
+                "size": stored.size,
+                "sha256": stored.sha256,
+                "etag": stored.etag,
+                "presigned_url": presigned,
+                "uploaded_at": datetime.now().astimezone().isoformat(),
+            }
+        )
+        done_before += path.stat().st_size
+    return UploadOutcome(objects, objects[0]["url"], objects[0]["presigned_url"])

@@ -1,0 +1,74 @@
+"""Health of the box in one dictionary, shared by `ezrec status`, `GET /status`, `/metrics` and
+the booking-system push, so that they can never tell different stories."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from controller.config import Settings
+from controller.db import utcnow
+from controller.drivers import system
+from controller.fsm import FAILED_STATES, BookingStore
+
+# The supervisor writes its heartbeat every pass and at least every minute when idle.
+HEARTBEAT_STALE_S = 180.0
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def collect(settings: Settings, store: BookingStore, now: datetime | None = None) -> dict[str, Any]:
+    now = now or utcnow()
+    beat = store.kv_get("supervisor")
+    supervisor: dict[str, Any] = {"running": False, "heartbeat_age_s": None}
+    last_errors: list[str] = []
+    cameras: list[Any] = []
+    if beat is not None:
+        value, at = beat
+        age = (now - at).total_seconds()
+        supervisor = {
+            "running": age < HEARTBEAT_STALE_S,
+            "heartbeat_age_s": round(age, 1),
+            "status": value.get("status"),
+            "recording": value.get("recording", []),
+            "jobs": value.get("jobs", {}),
+            "camera_driver": value.get("camera_driver"),
+        }
+        last_errors = list(value.get("last_errors", []))
+        cameras = list(value.get("cameras", []))
+    failed = store.list(state=sorted(FAILED_STATES), limit=20)
+    for booking in failed:
+        if booking.last_error:
+            last_errors.append(f"{booking.id} ({booking.state}): {booking.last_error}")
+    busy = store.list(state=["recording", "completed", "video_processed"], limit=50)
+    snapshot = _plain(system.snapshot(settings.data_dir))
+    free_mb = float(snapshot.get("disk_free_mb", 0.0))
+    return {
+        "device_id": settings.device_id,
+        "time": now.isoformat(),
+        "supervisor": supervisor,
+        "cameras": cameras,
+        "disk": {
+            "free_mb": round(free_mb, 1),
+            "total_mb": round(float(snapshot.get("disk_total_mb", 0.0)), 1),
+            "min_free_mb": settings.min_free_disk_mb,
+            "ok": free_mb >= settings.min_free_disk_mb,
+        },
+        "queue": store.counts(),
+        "in_progress": [
+            {
+                "id": b.id,
+                "state": b.state,
+                "stage": b.progress_stage,
+                "progress": b.progress,
+            }
+            for b in busy
+        ],
+        "last_errors": last_errors[-20:],
+        "system": snapshot,
+    }

@@ -1,0 +1,532 @@
+"""The loop that advances every booking: records, hands finished recordings to the build
+worker and built videos to the upload worker, retries failures, and pets the watchdog.
+
+It sleeps until the next thing that is due (a booking's pre-roll or end, a retry, the watchdog
+interval, a nudge from the CLI/API or a worker) instead of polling. Recording never waits for a
+build or an upload: those run in worker threads with a bounded queue and their outcomes come
+back here, where they become transitions. Every step is idempotent, so a restart after a crash
+at any instant reconciles each booking with what is on disk and carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from controller import jobs
+from controller.config import Settings
+from controller.db import Booking, utcnow
+from controller.fsm import BookingStore, StaleVersion
+from controller.fsm.machine import (
+    COMPLETED,
+    CONFIRMED,
+    FAILED_STATES,
+    RECORDING,
+    VIDEO_PROCESSED,
+)
+
+log = logging.getLogger("ezrec.supervisor")
+
+# Below this a real-time clock is certainly wrong (a Pi without RTC boots in 1970).
+SANE_CLOCK_AFTER = datetime(2025, 1, 1).astimezone()
+POLL_WHILE_BUSY_S = 1.0
+IDLE_WAKE_S = 60.0
+STALL_S = 30.0
+RETENTION_EVERY_S = 300.0
+
+
+class Cameras(Protocol):
+    name: str
+
+    def discover(self) -> list[Any]: ...
+    def start(self, booking_id: str, out_dir: Path) -> Any: ...
+    def poll(self, handle: Any) -> list[Any]: ...
+    def bytes_written(self, handle: Any) -> int: ...
+    def stop(self, handle: Any, timeout: float = 5.0) -> Any: ...
+    def close(self) -> None: ...
+
+
+class Notifier(Protocol):
+    def ready(self) -> None: ...
+    def status(self, text: str) -> None: ...
+    def stopping(self) -> None: ...
+    def watchdog(self) -> None: ...
+    def watchdog_interval(self) -> float | None: ...
+
+
+class Waiter(Protocol):
+    def wait(self, timeout: float) -> bool: ...
+    def close(self) -> None: ...
+
+
+class _Sleep:
+    """Used when no nudge socket is wanted (tests): a plain interruptible sleep."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        woken = self.event.wait(timeout)
+        self.event.clear()
+        return woken
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Active:
+    """A recording in progress, owned by the loop."""
+
+    booking_id: str
+    handle: Any
+    end_time: datetime
+    bytes: int = 0
+    grew_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Job:
+    kind: str  # "build" | "upload"
+    booking_id: str
+    future: Future[Any]
+    moved_at: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        store: BookingStore,
+        cameras: Cameras,
+        storage: Any,
+        media: Any,
+        notifier: Notifier,
+        *,
+        waiter: Waiter | None = None,
+        wake: Callable[[], None] | None = None,
+        free_disk_mb: Callable[[Path], float] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        queue_limit: int = 4,
+        build_fn: Callable[..., jobs.BuildOutcome] = jobs.build_video,
+        upload_fn: Callable[..., jobs.UploadOutcome] = jobs.upload_video,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cameras = cameras
+        self.storage = storage
+        self.media = media
+        self.notifier = notifier
+        self.clock = clock
+        sleeper = _Sleep()
+        self.waiter = waiter or sleeper
+        self._wake = wake or sleeper.event.set
+        self.free_disk_mb = free_disk_mb or _free_disk_mb
+        self.queue_limit = queue_limit
+        self.build_fn, self.upload_fn = build_fn, upload_fn
+        self.stop_event = threading.Event()
+        self.active: dict[str, Active] = {}
+        self.jobs: dict[str, Job] = {}
+        self.builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build")
+        self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        self.last_errors: list[str] = []
+        self.status_line = "starting"
+        self._last_pet = 0.0
+        self._last_retention = 0.0
+        self._healthy = True
+        # A camera that cannot run two sessions at once (a real sensor) hands over at the
+        # boundary instead of pre-rolling under the previous booking.
+        self.exclusive = bool(getattr(cameras, "exclusive", False))
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        self.notifier.ready()
+        try:
+            while not self.stop_event.is_set():
+                sleep = self.step()
+                if until is not None and until():
+                    break
+                if self.stop_event.is_set():
+                    break
+                self.waiter.wait(sleep)
+        finally:
+            self.shutdown()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        self._wake()
+
+    def step(self) -> float:
+        """One pass over everything due; returns how long the loop may sleep."""
+        now = self.clock()
+        self._healthy = True
+        self._collect_jobs()
+        self._watch_recordings(now)
+        if now < SANE_CLOCK_AFTER:
+            self._error(f"clock not synchronised ({now.isoformat()}): no recording starts")
+            due_bookings: list[Booking] = []
+            next_wakeup = None
+        else:
+            due = self.store.due(now, self.settings.preroll_s)
+            due_bookings, next_wakeup = due.bookings, due.next_wakeup
+        for booking in due_bookings:
+            if self.stop_event.is_set():
+                break
+            try:
+                self._advance(booking, now)
+            except StaleVersion as exc:
+                # Someone else (API, CLI) changed it meanwhile: look again next pass.
+                log.info("%s", exc)
+        self._retention(now)
+        self._heartbeat(now)
+        self._pet()
+        return self._sleep_for(next_wakeup)
+
+    def _sleep_for(self, next_wakeup: datetime | None) -> float:
+        sleep = IDLE_WAKE_S
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            sleep = min(sleep, interval)
+        if self.active or self.jobs:
+            sleep = min(sleep, POLL_WHILE_BUSY_S)
+        if next_wakeup is not None:
+            sleep = min(sleep, (next_wakeup - self.clock()).total_seconds())
+        return max(0.0, sleep)
+
+    # -- per state -------------------------------------------------------------------------
+
+    def _advance(self, booking: Booking, now: datetime) -> None:
+        if booking.state == CONFIRMED:
+            self._confirmed(booking, now)
+        elif booking.state == RECORDING:
+            self._recording(booking, now)
+        elif booking.state == COMPLETED:
+            self._submit(booking, "build")
+        elif booking.state == VIDEO_PROCESSED:
+            self._submit(booking, "upload")
+        elif booking.state in FAILED_STATES:
+            self._auto_retry(booking)
+
+    def _confirmed(self, booking: Booking, now: datetime) -> None:
+        if booking.end_time <= now:
+            if jobs.has_recording(self.settings, booking.id):
+                # A retried recording whose slot is over: keep what was recorded.
+                self.store.fire(booking.id, "start", detail="slot over: finalising segments")
+                self._finalise(booking.id, "finalised from the segments on disk")
+            else:
+                self.store.fire(booking.id, "miss", detail="the slot ended with nothing recorded")
+            return
+        if self.exclusive and any(a.end_time > now for a in self.active.values()):
+            return  # the previous booking hands the cameras over when it stops
+        problem = self._preflight(booking, now)
+        if problem:
+            self._fail_recording(booking.id, problem)
+            return
+        folder = jobs.raw_dir(self.settings, booking.id)
+        lead = (booking.start_time - now).total_seconds()
+        detail = f"cameras starting {lead:.1f} s before the slot" if lead > 0 else None
+        self.store.fire(booking.id, "start", detail=detail, changes={"raw_dir": str(folder)})
+        self._start_cameras(booking.id, booking.end_time, resumed=False)
+
+    def _recording(self, booking: Booking, now: datetime) -> None:
+        if booking.id in self.active:
+            return  # _watch_recordings stops it at its end
+        if booking.end_time > now:
+            # Found `recording` with nobody recording it: we restarted, or every camera
+            # failed. Record on into a new run; earlier runs stay on disk.
+            self._start_cameras(booking.id, booking.end_time, resumed=True)
+        else:
+            self._finalise(booking.id, "finalised from the segments on disk after a restart")
+
+    def _start_cameras(self, booking_id: str, end_time: datetime, *, resumed: bool) -> None:
+        folder = jobs.raw_dir(self.settings, booking_id)
+        try:
+            handle = self.cameras.start(booking_id, folder)
+        except Exception as exc:
+            self._fail_recording(booking_id, f"no camera could start: {exc}")
+            return
+        self.active[booking_id] = Active(booking_id, handle, end_time)
+        cams = ", ".join(str(c) for c in getattr(handle, "cameras", []))
+        what = "resumed recording" if resumed else "recording"
+        self.store.note(
+            booking_id, f"{what} with camera(s) {cams} (run {getattr(handle, 'run', 0)})"
+        )
+        for line in getattr(handle, "notes", []) or []:
+            self.store.note(booking_id, line)
+
+    def _finalise(self, booking_id: str, detail: str) -> None:
+        if jobs.has_recording(self.settings, booking_id):
+            self.store.fire(
+                booking_id,
+                "finish",
+                detail=detail,
+                changes={"raw_dir": str(jobs.raw_dir(self.settings, booking_id))},
+            )
+            self._wake()
+        else:
+            self._fail_recording(booking_id, "nothing was recorded")
+
+    def _fail_recording(self, booking_id: str, reason: str) -> None:
+        self._error(f"{booking_id}: {reason}")
+        # A recording retry after the slot is pointless, but one AT its end finalises what
+        # was recorded, so the backoff is capped at the slot's end.
+        end = self.store.get(booking_id).end_time
+        self.store.fire(booking_id, "fail", error=reason, retry_by=end)
+
+    def _auto_retry(self, booking: Booking) -> None:
+        self.store.fire(
+            booking.id,
+            "retry",
+            detail=f"automatic retry after attempt {booking.attempts}/"
+            f"{self.settings.max_attempts}",
+        )
+        self._wake()
+
+    def _preflight(self, booking: Booking, now: datetime) -> str | None:
+        free = self.free_disk_mb(self.settings.data_dir)
+        seconds = (booking.end_time - max(now, booking.start_time)).total_seconds()
+        needed = (
+            self.settings.camera_bitrate_kbps * self.settings.cameras * seconds / 8 / 1024 * 1.2
+        )
+        if free - needed < self.settings.min_free_disk_mb:
+            return (
+                f"not enough disk: {free:.0f} MB free, the slot needs ~{needed:.0f} MB and "
+                f"EZREC_MIN_FREE_DISK_MB={self.settings.min_free_disk_mb} must stay free"
+            )
+        try:
+            cameras = self.cameras.discover()
+        except Exception as exc:
+            return f"camera discovery failed: {exc}"
+        if not any(getattr(c, "up", True) for c in cameras):
+            return "no camera present"
+        return None
+
+    # -- recordings in progress ------------------------------------------------------------
+
+    def _watch_recordings(self, now: datetime) -> None:
+        for booking_id, active in list(self.active.items()):
+            try:
+                state = self.store.get(booking_id).state
+            except Exception:
+                state = None
+            if state != RECORDING:
+                # Cancelled (or changed) while recording: close the files, keep them.
+                self._stop(active, f"recording stopped: booking is now {state}")
+                continue
+            for event in self.cameras.poll(active.handle):
+                self.store.note(booking_id, f"camera {event.camera} {event.kind}: {event.detail}")
+            written = self.cameras.bytes_written(active.handle)
+            if written > active.bytes:
+                active.bytes, active.grew_at = written, time.monotonic()
+            elif time.monotonic() - active.grew_at > STALL_S:
+                self._healthy = False
+            if active.end_time <= now:
+                self._stop(active, None)
+                self._finalise(booking_id, "slot ended")
+            elif not getattr(active.handle, "cameras", [0]):
+                self._stop(active, None)
+                self._fail_recording(booking_id, "every camera stopped delivering")
+
+    def _stop(self, active: Active, note: str | None) -> None:
+        self.active.pop(active.booking_id, None)
+        try:
+            result = self.cameras.stop(active.handle)
+            for line in getattr(result, "notes", []) or []:
+                self.store.note(active.booking_id, line)
+        except Exception as exc:
+            self._error(f"{active.booking_id}: stopping cameras failed: {exc}")
+        if note:
+            self.store.note(active.booking_id, note)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _submit(self, booking: Booking, kind: str) -> None:
+        if booking.id in self.jobs:
+            return
+        if sum(1 for j in self.jobs.values() if j.kind == kind) >= self.queue_limit:
+            return  # bounded queue: picked up on a later pass
+        stage = "processing" if kind == "build" else "uploading"
+        job = Job(kind, booking.id, Future())
+
+        def progress(fraction: float) -> None:
+            job.moved_at = time.monotonic()
+            self.store.set_progress(booking.id, stage, fraction)
+
+        def done(_future: Future[Any]) -> None:
+            self._wake()
+
+        if kind == "build":
+            future = self.builds.submit(
+                self.build_fn, self.settings, booking, self.media, progress, self.stop_event
+            )
+        else:
+            future = self.uploads.submit(
+                self.upload_fn, self.settings, booking, self.storage, progress,
+                self.stop_event,
+            )
+        job.future = future
+        self.jobs[booking.id] = job
+        self.store.set_progress(booking.id, stage, 0.0)
+        future.add_done_callback(done)
+
+    def _collect_jobs(self) -> None:
+        for booking_id, job in list(self.jobs.items()):
+            if not job.future.done():
+                if time.monotonic() - job.moved_at > STALL_S * 4:
+                    self._healthy = False  # an encode or upload stopped moving
+                continue
+            del self.jobs[booking_id]
+            if self.stop_event.is_set():
+                continue  # interrupted by shutdown: redone from the same state on restart
+            try:
+                outcome = job.future.result()
+            except Exception as exc:
+                reason = str(exc) or type(exc).__name__
+                self._error(f"{booking_id}: {job.kind} failed: {reason}")
+                self._fire_quietly(booking_id, "fail", error=reason)
+                continue
+            if job.kind == "build":
+                self._built(booking_id, outcome)
+            else:
+                self._uploaded(booking_id, outcome)
+
+    def _built(self, booking_id: str, outcome: jobs.BuildOutcome) -> None:
+        detail = f"built {len(outcome.outputs)} file(s), {outcome.duration_s:.1f} s"
+        if outcome.notes:
+            detail += "; " + "; ".join(outcome.notes)
+        self._fire_quietly(
+            booking_id,
+            "process",
+            detail=detail,
+            changes={
+                "processed_path": str(outcome.outputs[0]),
+                "extra": {
+                    "outputs": [str(p) for p in outcome.outputs],
+                    "duration_s": outcome.duration_s,
+                },
+            },
+        )
+
+    def _uploaded(self, booking_id: str, outcome: jobs.UploadOutcome) -> None:
+        self._fire_quietly(
+            booking_id,
+            "upload",
+            detail=f"uploaded and verified: {outcome.video_url}",
+            changes={
+                "video_url": outcome.video_url,
+                "extra": {"uploaded": outcome.objects, "presigned_url": outcome.presigned_url},
+            },
+        )
+
+    def _fire_quietly(self, booking_id: str, trigger: str, **kwargs: Any) -> None:
+        try:
+            self.store.fire(booking_id, trigger, **kwargs)
+        except Exception as exc:  # the booking changed meanwhile; never kill the loop
+            self._error(f"{booking_id}: could not {trigger}: {exc}")
+        self._wake()
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def _retention(self, now: datetime) -> None:
+        if time.monotonic() - self._last_retention < RETENTION_EVERY_S:
+            return
+        self._last_retention = time.monotonic()
+        grace = timedelta(hours=self.settings.retention_grace_h)
+        for booking in self.store.uploaded_with_files():
+            uploaded = booking.extra.get("uploaded") or []
+            times = [datetime.fromisoformat(o["uploaded_at"]) for o in uploaded]
+            if not times or not all(o.get("sha256") for o in uploaded):
+                continue  # never delete what was not verified
+            if max(times) + grace > now:
+                continue
+            shutil.rmtree(jobs.raw_dir(self.settings, booking.id), ignore_errors=True)
+            for path in jobs.outputs_of(booking):
+                path.unlink(missing_ok=True)
+            self._fire_quietly(
+                booking.id,
+                "note",
+                detail=f"local files removed {self.settings.retention_grace_h:g} h after the "
+                "verified upload",
+                changes={"raw_dir": None},
+            )
+
+    def _error(self, line: str) -> None:
+        log.warning("%s", line)
+        stamp = self.clock().strftime("%Y-%m-%d %H:%M:%S")
+        self.last_errors = [*self.last_errors[-9:], f"{stamp} {line}"]
+
+    def _heartbeat(self, now: datetime) -> None:
+        recording = sorted(self.active)
+        busy = {j.booking_id: j.kind for j in self.jobs.values()}
+        self.status_line = (
+            f"recording {', '.join(recording)}" if recording else "idle"
+        ) + (f"; {len(busy)} job(s)" if busy else "")
+        try:
+            self.store.kv_set(
+                "supervisor",
+                {
+                    "at": now.isoformat(),
+                    "recording": recording,
+                    "jobs": busy,
+                    "camera_driver": getattr(self.cameras, "name", "?"),
+                    "last_errors": self.last_errors,
+                    "status": self.status_line,
+                },
+            )
+        except Exception as exc:
+            self._healthy = False  # the database does not commit: let systemd restart us
+            log.error("heartbeat not written: %s", exc)
+
+    def _pet(self) -> None:
+        self.notifier.status(self.status_line)
+        if self._healthy:
+            self.notifier.watchdog()
+
+    def shutdown(self) -> None:
+        """Close segments and stop workers; states stay as they are, so a restart resumes."""
+        self.notifier.stopping()
+        self.stop_event.set()
+        for active in list(self.active.values()):
+            self._stop(active, "recording interrupted: controller stopping")
+        self.builds.shutdown(wait=True, cancel_futures=True)
+        self.uploads.shutdown(wait=True, cancel_futures=True)
+        self.waiter.close()
+
+
+def _free_disk_mb(path: Path) -> float:
+    return shutil.disk_usage(path).free / (1024 * 1024)
+
+
+def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
+    """The supervisor with the real drivers chosen by the settings."""
+    from controller.drivers.camera import open_camera_driver
+    from controller.drivers.media import MediaCache
+    from controller.drivers.nudge import NudgeListener, send_nudge
+    from controller.drivers.storage import open_storage
+    from controller.drivers.watchdog import SdNotifier
+
+    listener = NudgeListener(settings.data_dir)
+    try:
+        cameras = open_camera_driver(settings)
+        return Supervisor(
+            settings,
+            store,
+            cameras,
+            open_storage(settings),
+            MediaCache(settings.media_dir),
+            SdNotifier(),
+            waiter=listener,
+            wake=lambda: send_nudge(settings.data_dir),
+        )
+    except Exception:
+        listener.close()
+        raise

@@ -1,0 +1,257 @@
+"""End to end with real processes, real ffmpeg, real files and real time (kept short):
+`ezrec demo`, SIGKILL during recording / processing / upload then restart, one camera failing,
+the disk guard, SIGTERM, and the sd_notify messages on a datagram socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.config import load_settings
+from controller.context import Context, open_context
+from controller.db import utcnow
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+EZREC = str(Path(sys.executable).with_name("ezrec"))
+
+
+def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EZREC")}
+    env.update(
+        EZREC_DATA_DIR=str(data_dir),
+        EZREC_DEVICE_ID="e2e",
+        EZREC_CAMERA_DRIVER="synthetic",
+        EZREC_WIDTH="320",
+        EZREC_HEIGHT="240",
+        EZREC_FPS="10",
+        EZREC_SEGMENT_S="1",
+        EZREC_PREROLL_S="0.5",
+        EZREC_MIN_FREE_DISK_MB="1",
+        EZREC_RETRY_BASE_S="1",
+        EZREC_RETRY_MAX_S="2",
+        EZREC_CAMERA_BITRATE_KBPS="500",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def probe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+         str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    data = json.loads(out)
+    video = next(s for s in data["streams"] if s["codec_type"] == "video")
+    return {"duration": float(data["format"]["duration"]), "width": video["width"],
+            "height": video["height"]}
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    env = env_for(tmp_path)
+    for key, value in env.items():
+        if key.startswith("EZREC"):
+            monkeypatch.setenv(key, value)
+    ctx = open_context(load_settings())
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "_run_supervisor.py"), *args],
+            env=env | (extra_env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield type("World", (), {"ctx": ctx, "env": env, "start": start, "dir": tmp_path})
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    ctx.close()
+
+
+def state_of(ctx: Context, booking_id: str) -> str:
+    return ctx.store.get(booking_id).state
+
+
+def ffmpeg_children_of(data_dir: Path) -> list[str]:
+    """Camera/encoder processes still writing into this data dir (there must be none left)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "ffmpeg" in cmd and str(data_dir) in cmd:
+            found.append(cmd)
+    return found
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [EZREC, "demo", "--seconds", "3"], env=env_for(tmp_path), capture_output=True,
+        text=True, timeout=180, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("finished video:"))
+    video = Path(line.split(":", 1)[1].strip())
+    info = probe(video)
+    assert (info["width"], info["height"]) == (640, 240)  # side_by_side of two 320x240
+    assert 2.0 <= info["duration"] <= 3.6
+    stored = list((tmp_path / "uploads").rglob("*.mp4"))
+    assert len(stored) == 1 and stored[0].stat().st_size == video.stat().st_size
+    assert "stored at:" in proc.stdout
+
+
+def test_one_camera_failing_gives_single_layout_and_a_note(tmp_path: Path) -> None:
+    env = env_for(tmp_path, EZRECTEST_SYNTHETIC_FAIL="1:start")
+    proc = subprocess.run([EZREC, "demo", "--seconds", "3"], env=env, capture_output=True,
+                          text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("finished video:"))
+    info = probe(Path(line.split(":", 1)[1].strip()))
+    assert (info["width"], info["height"]) == (320, 240)
+    shown = subprocess.run([EZREC, "bookings", "--json"], env=env, capture_output=True,
+                           text=True, check=True).stdout
+    booking_id = json.loads(shown)[0]["id"]
+    history = json.loads(subprocess.run([EZREC, "show", booking_id, "--json"], env=env,
+                                        capture_output=True, text=True, check=True).stdout)
+    text = " ".join(str(h["detail"]) for h in history["history"])
+    assert "camera 1" in text
+
+
+def test_disk_guard_refuses_to_record(tmp_path: Path) -> None:
+    env = env_for(tmp_path, EZREC_MIN_FREE_DISK_MB=str(10**9))
+    proc = subprocess.run([EZREC, "demo", "--seconds", "2"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode != 0
+    assert "not enough disk" in proc.stdout + proc.stderr
+    assert "EZREC_MIN_FREE_DISK_MB" in proc.stdout + proc.stderr
+    assert not list((tmp_path / "recordings").rglob("*.ts"))
+
+
+def test_sigkill_during_recording_then_restart(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now + timedelta(seconds=1), now + timedelta(seconds=6), booking_id="rec")
+    proc = world.start()
+    raw = world.dir / "recordings" / "raw" / "rec"
+    wait_for(lambda: state_of(world.ctx, "rec") == "recording"
+             and len(list(raw.glob("cam0/*.ts"))) >= 2, 30, "recording with segments")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    wait_for(lambda: not ffmpeg_children_of(world.dir), 10, "camera processes to die")
+    world.start()
+    wait_for(lambda: state_of(world.ctx, "rec") == "video_uploaded", 90, "video_uploaded")
+    runs = {p.name.split("-")[0] for p in raw.glob("cam0/*.ts")}
+    assert {"000", "001"} <= runs  # the partial recording is kept, a new run resumed
+    details = " ".join(h.detail or "" for h in store.history("rec"))
+    assert "resumed recording" in details
+    booking = store.get("rec")
+    assert probe(Path(booking.processed_path or ""))["duration"] >= 2.0
+
+
+def test_sigkill_during_processing_then_restart(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=2), booking_id="proc")
+    proc = world.start("--slow", "build", "--pause", "60")
+    wait_for(lambda: store.get("proc").progress_stage == "processing", 60, "processing")
+    wait_for(lambda: (store.get("proc").progress or 0) > 0, 60, "encode progress")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert state_of(world.ctx, "proc") == "completed"
+    world.start()
+    wait_for(lambda: state_of(world.ctx, "proc") == "video_uploaded", 90, "video_uploaded")
+    assert probe(Path(store.get("proc").processed_path or ""))["duration"] >= 1.0
+
+
+def test_sigkill_during_upload_then_restart(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=2), booking_id="up")
+    proc = world.start("--slow", "upload", "--pause", "60")
+    wait_for(lambda: store.get("up").progress_stage == "uploading"
+             and (store.get("up").progress or 0) > 0, 90, "upload in progress")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert state_of(world.ctx, "up") == "video_processed"
+    world.start()
+    wait_for(lambda: state_of(world.ctx, "up") == "video_uploaded", 60, "video_uploaded")
+    booking = store.get("up")
+    stored = [o["url"] for o in booking.extra["uploaded"]]
+    assert stored and all(u.startswith("file://") for u in stored)
+    assert Path(stored[0].removeprefix("file://")).stat().st_size == Path(
+        booking.processed_path or "").stat().st_size
+
+
+def test_sigterm_closes_segments_and_keeps_state(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=60), booking_id="term")
+    proc = world.start()
+    raw = world.dir / "recordings" / "raw" / "term"
+    wait_for(lambda: len(list(raw.glob("cam0/*.ts"))) >= 2, 30, "segments")
+    t = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert time.monotonic() - t < 10
+    assert state_of(world.ctx, "term") == "recording"  # a restart resumes it
+    assert not ffmpeg_children_of(world.dir)
+    for seg in raw.glob("cam*/*.ts"):
+        probe(seg)  # every segment, the last one included, is readable
+
+
+def test_watchdog_messages_on_notify_socket(world: Any, tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.5)
+    proc = world.start(extra_env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
+    messages: list[str] = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+    try:
+        while True:
+            messages.append(sock.recv(4096).decode())
+    except TimeoutError:
+        pass
+    sock.close()
+    joined = "\n".join(messages)
+    assert "READY=1" in joined
+    assert joined.count("WATCHDOG=1") >= 4  # every half of WATCHDOG_USEC, from the loop
+    assert "STATUS=" in joined
+    assert "STOPPING=1" in joined
