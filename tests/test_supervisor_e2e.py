@@ -4,6 +4,7 @@ the disk guard, SIGTERM, and the sd_notify messages on a datagram socket."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -238,10 +239,8 @@ def test_watchdog_messages_on_notify_socket(world: Any, tmp_path: Path) -> None:
     messages: list[str] = []
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(TimeoutError):
             messages.append(sock.recv(4096).decode())
-        except TimeoutError:
-            pass
     proc.send_signal(signal.SIGTERM)
     proc.wait(15)
     try:
