@@ -154,6 +154,30 @@ class TransitionRow(Base):
         }
 
 
+class OutboxRow(Base):
+    """Every booking change, written in the same transaction as the change itself, waiting to
+    be delivered to the booking system in order (at least once; the far side is idempotent on
+    (booking_id, seq))."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    booking_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_outbox_pending", "delivered_at", "id"),)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return json.loads(self.payload)
+
+
 class SlotLock(Base):
     """One row per camera, written first in every create/reschedule so that two writers
     checking for overlaps on the same camera are serialised (a row lock on PostgreSQL, the

@@ -220,3 +220,30 @@ def test_counts(store: BookingStore) -> None:
     store.fire("b", "cancel")
     counts = store.counts()
     assert counts["confirmed"] == 1 and counts["cancelled"] == 1 and sum(counts.values()) == 2
+
+
+def test_every_change_lands_in_the_outbox_in_order(store: BookingStore) -> None:
+    store.create(T0, T0 + timedelta(hours=1), booking_id="a")
+    store.fire("a", "start")
+    store.fire("a", "note", detail="camera 1 died")  # notes are local detail, not pushed
+    store.fire("a", "finish", changes={"raw_dir": "/data/raw/a"})
+    rows = store.outbox_pending()
+    assert [(r.kind, r.seq) for r in rows] == [("booking", 0), ("transition", 1), ("transition", 3)]
+    last = rows[-1].data
+    assert last["booking"]["state"] == "completed" and last["booking"]["raw_dir"] == "/data/raw/a"
+    assert last["change"] == {"from": "recording", "to": "completed", "trigger": "finish",
+                              "detail": None, "error": None}
+    store.outbox_delivered(rows[0].id)
+    store.outbox_failed(rows[1].id, "network down")
+    pending = store.outbox_pending()
+    assert [r.seq for r in pending] == [1, 3] and pending[0].attempts == 1
+    assert pending[0].last_error == "network down"
+
+
+def test_invalid_or_stale_writes_leave_no_outbox_row(store: BookingStore) -> None:
+    store.create(T0, T0 + timedelta(hours=1), booking_id="a")
+    with pytest.raises(InvalidTrigger):
+        store.fire("a", "upload")
+    with pytest.raises(StaleVersion):
+        store.fire("a", "start", expected_version=7)
+    assert [r.kind for r in store.outbox_pending()] == ["booking"]

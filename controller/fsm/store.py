@@ -22,7 +22,15 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller.db import Booking, Database, KeyValue, SlotLock, TransitionRow, utcnow
+from controller.db import (
+    Booking,
+    Database,
+    KeyValue,
+    OutboxRow,
+    SlotLock,
+    TransitionRow,
+    utcnow,
+)
 from controller.fsm.machine import (
     COMPLETED,
     CONFIRMED,
@@ -78,6 +86,30 @@ class Due:
 
     bookings: list[Booking]
     next_wakeup: datetime | None
+
+
+def _outbox(
+    booking: dict[str, Any],
+    kind: str,
+    change: dict[str, Any] | None,
+    now: datetime,
+    values: dict[str, Any] | None = None,
+) -> OutboxRow:
+    snapshot = dict(booking)
+    for key, value in (values or {}).items():
+        if key == "extra_json":
+            snapshot["extra"] = json.loads(value)
+        elif key in snapshot:
+            snapshot[key] = value.isoformat() if isinstance(value, datetime) else value
+    payload = {"booking": snapshot, "change": change, "at": now.isoformat()}
+    return OutboxRow(
+        booking_id=snapshot["id"],
+        seq=int(snapshot.get("version") or 0),
+        kind=kind,
+        payload=json.dumps(payload, sort_keys=True, default=str),
+        created_at=now,
+        attempts=0,
+    )
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -261,6 +293,7 @@ class BookingStore:
                     raise Conflict(f"booking {booking_id} exists already", booking_id)
                 self._check_overlap(session, camera, start, end, exclude=None)
                 session.add(booking)
+                session.add(_outbox(booking.to_dict(), "booking", None, now))
         except IntegrityError:
             raise Conflict(f"booking {booking_id} exists already", booking_id) from None
         return booking
@@ -354,7 +387,43 @@ class BookingStore:
                     error=error,
                 )
             )
+            if trigger != "note":
+                after = current.to_dict() | {
+                    k: v for k, v in values.items() if k in ("state", "version")
+                }
+                change = {"from": current.state, "to": dest, "trigger": trigger,
+                          "detail": detail, "error": error}
+                session.add(_outbox(after, "transition", change, now, values))
         return self.get(booking_id)
+
+    def outbox_pending(self, limit: int = 100) -> list[OutboxRow]:
+        """Undelivered changes, oldest first: the order they must reach the booking system."""
+        query = (
+            select(OutboxRow)
+            .where(OutboxRow.delivered_at.is_(None))
+            .order_by(OutboxRow.id)
+            .limit(limit)
+        )
+        with self.db.reader() as session:
+            return list(session.scalars(query))
+
+    def outbox_delivered(self, row_id: int) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == row_id)
+                .values(delivered_at=self.clock())
+                .execution_options(synchronize_session=False)
+            )
+
+    def outbox_failed(self, row_id: int, error: str) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == row_id)
+                .values(attempts=OutboxRow.attempts + 1, last_error=error[:2000])
+                .execution_options(synchronize_session=False)
+            )
 
     def note(self, booking_id: str, detail: str) -> Booking:
         """A history line that changes no state (a camera died, an intro was unreadable)."""
