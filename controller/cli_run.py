@@ -207,3 +207,112 @@ def build(ctx: click.Context, booking_id: str, print_only: bool) -> None:
         result = builder.build(spec, on_progress=lambda f: bars.update(task, completed=f))
     out.print(json.dumps({"outputs": [str(p) for p in result.outputs],
                           "duration_s": result.duration_s, "notes": result.notes}))
+
+
+def _check_ffmpeg(encoder: str) -> tuple[bool, str]:
+    import shutil
+    import subprocess
+
+    if not shutil.which("ffmpeg") or not shutil.which("ffprobe"):
+        return False, "ffmpeg/ffprobe not found: sudo apt-get install ffmpeg"
+    first = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True,
+                           check=False).stdout.splitlines()[0]
+    encoders = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True,
+                              text=True, check=False).stdout
+    if f" {encoder} " not in encoders:
+        return False, f"{first}: encoder {encoder} missing (EZREC_VIDEO_ENCODER)"
+    return True, f"{first.removeprefix('ffmpeg version ').split(' Copyright')[0]} with {encoder}"
+
+
+def _check_clock() -> tuple[bool, str]:
+    import shutil
+    import subprocess
+
+    from controller.supervisor import SANE_CLOCK_AFTER
+
+    now = utcnow()
+    if now < SANE_CLOCK_AFTER:
+        return False, f"clock reads {now.isoformat()}: set the time / enable NTP (timedatectl)"
+    line = f"clock {now.astimezone().isoformat(timespec='seconds')}"
+    if shutil.which("timedatectl"):
+        synced = subprocess.run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
+                                capture_output=True, text=True, check=False).stdout.strip()
+        if synced == "no":
+            return False, line + ": not NTP-synchronised (timedatectl set-ntp true)"
+        if synced == "yes":
+            line += ", NTP-synchronised"
+    return True, line
+
+
+def _check_cloud(settings: Any) -> tuple[bool, str]:
+    if not settings.supabase_url or not settings.supabase_key:
+        return True, "booking-system sync off (EZREC_SUPABASE_URL / EZREC_SUPABASE_KEY not set)"
+    import httpx
+
+    key = settings.supabase_key.get_secret_value()
+    try:
+        answer = httpx.get(f"{settings.supabase_url.rstrip('/')}/rest/v1/bookings",
+                           params={"select": "id", "limit": "1"},
+                           headers={"apikey": key, "Authorization": f"Bearer {key}"}, timeout=5)
+    except httpx.HTTPError as exc:
+        return False, f"Supabase {settings.supabase_url} unreachable: {exc}"
+    if answer.status_code in (401, 403):
+        return False, f"Supabase refused the key ({answer.status_code}): check EZREC_SUPABASE_KEY"
+    if answer.status_code >= 400:
+        return False, f"Supabase answered {answer.status_code} for table bookings"
+    return True, f"Supabase {settings.supabase_url}: bookings readable"
+
+
+@main.command()
+@json_option
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check ffmpeg, cameras, storage, cloud credentials, disk and clock; say what to fix."""
+    from controller.drivers import system
+    from controller.drivers.camera import open_camera_driver
+    from controller.drivers.media import MediaCache
+    from controller.drivers.storage import StorageError, open_storage
+
+    c = context(ctx)
+    s = c.settings
+    checks: list[tuple[str, bool, str]] = []
+    checks.append(("ffmpeg", *_check_ffmpeg(s.video_encoder)))
+    try:
+        driver = open_camera_driver(s)
+        probes = driver.probe()
+        driver.close()
+        if not probes:
+            checks.append(("cameras", False, f"{s.camera_driver}: no camera found"))
+        for p in probes:
+            checks.append((f"camera {p.camera}", p.ok, f"[{driver.name}] {p.line}"))
+    except Exception as exc:
+        checks.append(("cameras", False, f"{s.camera_driver}: {exc}"))
+    try:
+        checks.append(("storage", True, open_storage(s).check()))
+    except StorageError as exc:
+        checks.append(("storage", False, str(exc)))
+    except Exception as exc:
+        checks.append(("storage", False, f"{s.storage_url}: {exc}"))
+    checks.append(("cloud", *_check_cloud(s)))
+    free = system.free_disk_mb(s.data_dir)
+    checks.append(("disk", free >= s.min_free_disk_mb,
+                   f"{free:.0f} MB free in {s.data_dir} (EZREC_MIN_FREE_DISK_MB="
+                   f"{s.min_free_disk_mb})"))
+    checks.append(("clock", *_check_clock()))
+    cache = MediaCache(s.media_dir)
+    for name, source, kind in [("intro", s.intro, "video"), ("logo", s.logo, "image")] + [
+        (f"sponsor{i}", src, "image") for i, src in enumerate(s.sponsor_logos, 1)
+    ]:
+        if source:
+            found = cache.resolve(source, kind)  # type: ignore[arg-type]
+            checks.append((name, found.path is not None, found.note or f"{source}: ok"))
+    checks.append(("database", True, f"{s.db_url.split('@')[-1]}: "
+                   f"{sum(c.store.counts().values())} bookings"))
+    if as_json:
+        print_json([{"check": n, "ok": ok, "detail": d} for n, ok, d in checks])
+    else:
+        width = max(len(n) for n, _, _ in checks)
+        for name, ok, detail in checks:
+            out.print(f"{'ok  ' if ok else 'FAIL'}  {name:<{width}}  {detail}", markup=False)
+    if not all(ok for _, ok, _ in checks):
+        sys.exit(1)

@@ -10,7 +10,9 @@ at any instant reconciles each booking with what is on disk and carries on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import shutil
 import threading
 import time
@@ -41,6 +43,7 @@ POLL_WHILE_BUSY_S = 1.0
 IDLE_WAKE_S = 60.0
 STALL_S = 30.0
 RETENTION_EVERY_S = 300.0
+CAMERAS_EVERY_S = 60.0
 
 
 class Cameras(Protocol):
@@ -142,6 +145,8 @@ class Supervisor:
         self._last_pet = 0.0
         self._last_retention = 0.0
         self._healthy = True
+        self._cameras: list[Any] = []
+        self._cameras_at = -1e9
         # A camera that cannot run two sessions at once (a real sensor) hands over at the
         # boundary instead of pre-rolling under the previous booking.
         self.exclusive = bool(getattr(cameras, "exclusive", False))
@@ -470,11 +475,19 @@ class Supervisor:
         self.status_line = (
             f"recording {', '.join(recording)}" if recording else "idle"
         ) + (f"; {len(busy)} job(s)" if busy else "")
+        if time.monotonic() - self._cameras_at > CAMERAS_EVERY_S:
+            self._cameras_at = time.monotonic()
+            try:
+                self._cameras = [_plain(c) for c in self.cameras.discover()]
+            except Exception as exc:
+                self._cameras = [{"index": None, "up": False, "detail": str(exc)}]
         try:
             self.store.kv_set(
                 "supervisor",
                 {
                     "at": now.isoformat(),
+                    "pid": os.getpid(),
+                    "cameras": self._cameras,
                     "recording": recording,
                     "jobs": busy,
                     "camera_driver": getattr(self.cameras, "name", "?"),
@@ -500,6 +513,12 @@ class Supervisor:
         self.builds.shutdown(wait=True, cancel_futures=True)
         self.uploads.shutdown(wait=True, cancel_futures=True)
         self.waiter.close()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value if isinstance(value, dict) else {"detail": str(value)}
 
 
 def _free_disk_mb(path: Path) -> float:

@@ -91,3 +91,31 @@ def test_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert proc.stderr.strip().startswith("error: bad setting EZREC_FPS")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_doctor_says_what_to_fix(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("EZREC_CAMERA_DRIVER", "synthetic")
+    monkeypatch.setenv("EZREC_WIDTH", "160")
+    monkeypatch.setenv("EZREC_HEIGHT", "120")
+    monkeypatch.setenv("EZREC_MIN_FREE_DISK_MB", "1")
+    _, out, _ = run("doctor", "--json")
+    checks = {c["check"]: c for c in json.loads(out)}
+    assert checks["ffmpeg"]["ok"] and "libx264" in checks["ffmpeg"]["detail"]
+    assert checks["camera 0"]["ok"] and checks["storage"]["ok"] and checks["disk"]["ok"]
+    monkeypatch.setenv("EZREC_LOGO", "/nonexistent/logo.png")
+    monkeypatch.setenv("EZREC_MIN_FREE_DISK_MB", str(10**9))
+    code, out, _ = run("doctor", ok=False)
+    assert code == 1
+    assert "FAIL  logo" in out and "FAIL  disk" in out
+
+
+def test_status_without_supervisor(run) -> None:  # type: ignore[no-untyped-def]
+    run("add", "--start", "+1h", "--end", "+2h", "--id", "a")
+    _, out, _ = run("status", "--json")
+    report = json.loads(out)
+    assert report["supervisor"]["running"] is False
+    assert report["queue"]["confirmed"] == 1
+    assert report["disk"]["free_mb"] > 0
+    _, out, _ = run("status")
+    assert "NOT running" in out and "confirmed=1" in out
