@@ -378,6 +378,17 @@ def test_fast_path_falls_back_when_the_intro_cannot_match(
     assert list((tmp_path / "media").glob("*.mismatch"))  # not tried again next time
 
 
+@pytest.mark.slow
+def test_fast_path_refuses_runs_with_other_encoder_settings(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    make_camera(raw, 0, 1, started_at=T0)
+    make_camera(raw, 0, 1, run=1, started_at=T0 + 1.0, x264_params="ref=2")
+    result = build(spec_for(tmp_path, feeds_from_raw_dir(raw), "single"))
+    assert not result.fast_path
+    assert any("changes H.264 parameters between runs" in n for n in result.notes), result.notes
+    assert probe(result.outputs[0])[0] == pytest.approx(2.0, abs=0.15)
+
+
 # -- running: command line, progress, stop, validation -------------------------------------
 @pytest.mark.slow
 def test_printed_command_is_the_one_that_runs(assets: dict[str, Path], tmp_path: Path) -> None:

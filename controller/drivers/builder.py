@@ -24,6 +24,7 @@ size) and only then renamed into place: a broken file is never what gets uploade
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -112,7 +113,7 @@ class BuildSpec:
 @dataclass
 class BuildResult:
     outputs: list[Path]
-    duration_s: float  # of each output (intro included)
+    duration_s: float  # of the first output, intro included
     width: int
     height: int
     notes: list[str]  # degradations, for the booking's history
@@ -388,6 +389,7 @@ class _Plan:
     out_h: int
     work: Path
     lists: dict[Path, str] = field(default_factory=dict)
+    scratch: list[Path] = field(default_factory=list)  # removed whatever happens
     jobs: list[_Job] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fast: bool = False
@@ -758,7 +760,7 @@ def _plan_encode(plan: _Plan) -> None:
         files.append((temp, final))
     # One process, one graph, every output (layout separate writes one file per camera).
     argv = ffmpeg.merge_outputs(*outputs).compile(overwrite_output=True)
-    argv = [argv[0], "-hide_banner", "-nostdin", *argv[1:]]
+    argv = [argv[0], "-hide_banner", *argv[1:]]
     plan.jobs.append(_Job(argv, files, total, plan.out_w, plan.out_h))
 
 
@@ -771,6 +773,13 @@ def _fast_path_blocker(plan: _Plan) -> str | None:
             return f"camera {f.feed.camera} is {', '.join(sorted(codecs))}, not H.264 alone"
         if len(sizes) > 1:
             return f"camera {f.feed.camera} changes size between segments"
+        # A camera restarted with other encoder settings: one MP4 cannot declare both.
+        firsts = {s.run: s for s in reversed(f.segments)}.values()
+        units = [_first_access_unit(s.path) for s in firsts]
+        if any(u is None for u in units):
+            return f"camera {f.feed.camera}: H.264 headers unreadable"
+        if len({_param_sets(u[0]) for u in units if u is not None}) > 1:
+            return f"camera {f.feed.camera} changes H.264 parameters between runs"
     return None
 
 
@@ -834,7 +843,7 @@ def _plan_fast(plan: _Plan) -> None:
         plan.lists[listing] = "\n".join([body[0], *intro_part, *body[1:]]) + "\n"
         temp = plan.work / f"{final.stem}.part.mp4"
         total = intro_s + keep
-        argv = ["ffmpeg", "-hide_banner", "-nostdin", "-f", "concat", "-safe", "0"]
+        argv = ["ffmpeg", "-hide_banner", "-f", "concat", "-safe", "0"]
         argv += ["-i", str(listing)]
         if plan.intro is not None and plan.intro.has_audio:
             # Only the intro's few seconds of sound are encoded; the track simply ends there.
@@ -901,7 +910,17 @@ def _stream_params(segment: Path) -> dict[str, Any] | None:
 
 def _first_access_unit(path: Path) -> tuple[bytes, str] | None:
     """The first H.264 access unit (Annex B) and ffmpeg's trace of its headers."""
-    cmd = ["ffmpeg", "-nostdin", "-v", "info", "-i", str(path), "-map", "0:v:0", "-c", "copy"]
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    # Keyed on size and mtime: the fast-path checks read the same segment twice per build.
+    return _first_access_unit_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _first_access_unit_of(path: str, _size: int, _mtime_ns: int) -> tuple[bytes, str] | None:
+    cmd = ["ffmpeg", "-nostdin", "-v", "info", "-i", path, "-map", "0:v:0", "-c", "copy"]
     cmd += ["-frames:v", "1", "-bsf:v", "trace_headers", "-f", "h264", "pipe:1"]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
@@ -996,7 +1015,7 @@ def _intro_job(plan: _Plan, params: dict[str, Any]) -> tuple[Path, _Job | None]:
         f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar={params['sar'].replace(':', '/')},"
         f"format={params['pix_fmt']}"
     )
-    argv = ["ffmpeg", "-hide_banner", "-nostdin", "-i", str(intro.path), "-map", "0:v:0"]
+    argv = ["ffmpeg", "-hide_banner", "-i", str(intro.path), "-map", "0:v:0"]
     argv += ["-vf", chain, "-c:v", "libx264"]
     profile = _PROFILES.get(params["profile"])
     if profile:
@@ -1016,6 +1035,7 @@ def _intro_job(plan: _Plan, params: dict[str, Any]) -> tuple[Path, _Job | None]:
         argv += ["-preset", plan.spec.preset, "-crf", str(plan.spec.crf)]
     cache.mkdir(parents=True, exist_ok=True)
     temp = cache / f".{cached.name}.part"
+    plan.scratch.append(temp)
     argv += ["-f", "mpegts", "-y", str(temp)]
     seconds = _intro_seconds(intro.duration, params["fps"])
 
@@ -1074,11 +1094,13 @@ def build(
         outputs = _finish(plan)
     finally:
         shutil.rmtree(plan.work, ignore_errors=True)
+        for path in plan.scratch:
+            path.unlink(missing_ok=True)
     if on_progress is not None:
         on_progress(1.0)
     job = next(j for j in plan.jobs if j.outputs)
     return BuildResult(
-        outputs, job.expected_s, job.width, job.height, plan.notes, plan.fast,
+        outputs, round(job.expected_s, 3), job.width, job.height, plan.notes, plan.fast,
         time.monotonic() - began,
     )  # fmt: skip
 
@@ -1133,7 +1155,6 @@ def _run_ffmpeg(
 ) -> None:
     """Run one ffmpeg with -progress on stdout, stderr drained, stoppable; raise on failure."""
     cmd = [argv[0], "-progress", "pipe:1", "-nostats", *argv[1:]]
-    cmd = [c for c in cmd if c != "-nostdin"]  # stdin is how we ask it to stop cleanly
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,  # a Ctrl-C meant for the supervisor must not kill the encode
