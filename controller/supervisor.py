@@ -174,7 +174,7 @@ class Supervisor:
         """One pass over everything due; returns how long the loop may sleep."""
         now = self.clock()
         self._healthy = True
-        self._collect_jobs()
+        # Time-critical work first (stopping and starting recordings), bookkeeping after.
         self._watch_recordings(now)
         if now < SANE_CLOCK_AFTER:
             self._error(f"clock not synchronised ({now.isoformat()}): no recording starts")
@@ -191,6 +191,7 @@ class Supervisor:
             except StaleVersion as exc:
                 # Someone else (API, CLI) changed it meanwhile: look again next pass.
                 log.info("%s", exc)
+        self._collect_jobs()
         self._retention(now)
         self._heartbeat(now)
         self._pet()
