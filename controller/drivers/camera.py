@@ -812,16 +812,22 @@ class FfmpegDriver:
                 h.reported.add(line)
                 events.append(CameraEvent(cam, kind, detail))
                 log.warning("%s (booking %s)", line, h.booking_id)
-                self._finish_manifest(proc, line)
+                self._finish_manifest(proc, h, line)
         return events
 
-    def _finish_manifest(self, proc: FfmpegCamera, note: str | None = None) -> None:
+    def _finish_manifest(self, proc: FfmpegCamera, handle: FfmpegRecording,
+                         note: str | None = None) -> None:
         if proc.manifest is None:
             return
         proc.manifest.stopped_at = proc.last_frame_wall() or time.time()
         if note:
             proc.manifest.notes.append(note)
-        proc.manifest.write(proc.cam_dir)
+        try:
+            proc.manifest.write(proc.cam_dir)
+        except OSError as exc:  # the disk failing must not stop the other camera's stop
+            handle.notes.append(
+                f"camera {proc.camera}: could not update its run manifest ({exc})"
+            )
 
     def bytes_written(self, handle: RecordingHandle) -> int:
         h = self._own(handle)
@@ -843,7 +849,7 @@ class FfmpegDriver:
                     h.notes.append(line)
                     if proc.manifest is not None:
                         proc.manifest.notes.append(line)
-                self._finish_manifest(proc)
+                self._finish_manifest(proc, h)
             h.cameras.clear()
             files = {cam: [] for cam in h.attempted}
             for cam, proc in h.procs.items():

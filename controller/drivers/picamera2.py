@@ -193,7 +193,14 @@ def _segment_output_class(output_base: type, pyav_output: Any) -> type:
                 and self._segment_start is not None
                 and timestamp - self._segment_start >= self.segment_us
             ):
-                old, self._current = self._current, self._open_next()
+                old = self._current
+                try:
+                    self._current = self._open_next()
+                except Exception as exc:  # never into the camera's thread: report and stop
+                    self._current = None
+                    self._on_error(exc)
+                    old.stop()
+                    return
                 old.stop()
                 self._segment_start = timestamp
             if self._segment_start is None and timestamp is not None:
@@ -440,13 +447,17 @@ class Picamera2Driver:
             handle.notes.append(line)
             log.warning("%s (booking %s)", line, handle.booking_id)
 
-    def _finish_manifest(self, pc: _PiCam, note: str | None = None) -> None:
+    def _finish_manifest(self, pc: _PiCam, handle: Picamera2Recording,
+                         note: str | None = None) -> None:
         if pc.manifest is None:
             return
         pc.manifest.stopped_at = pc.output.last_frame_wall or time.time()
         if note:
             pc.manifest.notes.append(note)
-        pc.manifest.write(pc.cam_dir)
+        try:
+            pc.manifest.write(pc.cam_dir)
+        except OSError as exc:  # the disk failing must not stop the other camera's stop
+            handle.notes.append(f"camera {pc.camera}: could not update its run manifest ({exc})")
 
     def poll(self, handle: RecordingHandle) -> list[CameraEvent]:
         h = self._own(handle)
@@ -473,7 +484,7 @@ class Picamera2Driver:
                 events.append(CameraEvent(cam, kind, detail))
                 log.warning("%s (booking %s)", line, h.booking_id)
                 self._release(pc, h)
-                self._finish_manifest(pc, line)
+                self._finish_manifest(pc, h, line)
         return events
 
     def bytes_written(self, handle: RecordingHandle) -> int:
@@ -500,7 +511,7 @@ class Picamera2Driver:
             for thread in threads:
                 thread.join(timeout + 1.0)
             for pc in live:
-                self._finish_manifest(pc)
+                self._finish_manifest(pc, h)
             h.cameras.clear()
             files: dict[int, list[Path]] = {cam: [] for cam in h.attempted}
             for cam, pc in h.cams.items():
