@@ -74,3 +74,16 @@ def test_secrets_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert "s3cret-token" not in repr(s)
     assert s.public_dict()["api_token"] == "***"
     assert s.api_token is not None and s.api_token.get_secret_value() == "s3cret-token"
+
+
+def test_every_setting_is_documented_and_the_example_loads(tmp_path: Path) -> None:
+    from controller.config import Settings
+
+    docs = Path(__file__).parent.parent / "docs"
+    guide = (docs / "operator-guide.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`{name.upper()}`" in guide or f"`{name.upper()}," in guide or (
+            f", `{name.upper()}`" in guide
+        ), f"{name.upper()} is missing from docs/operator-guide.md"
+    s = load_settings(docs / "ezrec.example.toml", data_dir=tmp_path)
+    assert s.device_id == "court-1" and s.rotation == [0, 180]
