@@ -86,8 +86,12 @@ class Settings(BaseSettings):
     s3_sse: str | None = None  # e.g. "AES256" or "aws:kms"
     s3_key_template: str = "{prefix}/{device}/{yyyy}/{mm}/{dd}/{booking}.mp4"
     s3_presign_s: int = Field(default=0, ge=0, le=7 * 24 * 3600)  # 0: no presigned URL
+    s3_part_size_mb: int = Field(default=8, ge=5, le=5120)  # S3's minimum part is 5 MiB
+    s3_concurrency: int = Field(default=4, ge=1, le=16)  # parts in flight; RAM = this x part
     supabase_url: str | None = None
     supabase_key: SecretStr | None = None
+    supabase_media_bucket: str = "usermedia"  # Storage bucket of user_settings' bare keys
+    supabase_sync_s: float = Field(default=30.0, ge=1, le=3600)  # pull/push/status period
 
     # API
     api_token: SecretStr | None = None
