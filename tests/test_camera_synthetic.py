@@ -104,6 +104,8 @@ def test_cameras_show_different_patterns_and_snapshots(driver: SyntheticDriver) 
         live = driver.snapshot(1, handle)  # read from the live recording's files
         assert jpeg_size(live) == (W, H)
         assert jpeg_mean_diff(live, idle[1]) < jpeg_mean_diff(live, idle[0])
+        assert jpeg_size(driver.snapshot(0)) == (W, H)  # busy camera, no handle: its files
+        assert driver.probe()[0].line == "camera 0 ok: recording now (synthetic testsrc2)"
     finally:
         driver.stop(handle)
 

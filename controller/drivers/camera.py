@@ -861,12 +861,21 @@ class FfmpegDriver:
             self._handles.pop(id(h), None)
         return h.result
 
+    def _recording(self, camera: int) -> FfmpegCamera | None:
+        with self._lock:
+            handles = list(self._handles.values())
+        for h in handles:
+            if camera in h.cameras:
+                return h.procs[camera]
+        return None
+
     def snapshot(self, camera: int, handle: RecordingHandle | None = None) -> bytes:
-        if handle is not None:
-            h = self._own(handle)
-            proc = h.procs.get(camera)
-            if proc is not None:
-                return snapshot_from_segments(proc.segments())
+        proc = self._own(handle).procs.get(camera) if handle is not None else None
+        # A camera that is recording is busy: its newest segment is the still, never a second
+        # capture that would fail on a real device (and disturb nothing here).
+        proc = proc or self._recording(camera)
+        if proc is not None:
+            return snapshot_from_segments(proc.segments())
         source = self.camera_input(camera, realtime=False)
         args = list(source.args)
         if source.video_filter:
@@ -884,6 +893,9 @@ class FfmpegDriver:
             source = self.camera_input(cam, realtime=self.realtime_input)
         except CameraError as exc:
             return CameraProbe(cam, False, f"camera {cam}: {exc}")
+        model = f" ({source.model})" if source.model else ""
+        if self._recording(cam) is not None:
+            return CameraProbe(cam, True, f"camera {cam} ok: recording now{model}")
         cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", self.probe_loglevel,
                "-nostats", "-progress", "pipe:1", *source.args]
         if source.video_filter:
@@ -900,7 +912,6 @@ class FfmpegDriver:
                     frames = int(line[6:])
         if done.returncode != 0 or frames == 0:
             return CameraProbe(cam, False, f"camera {cam}: {self.explain(done.stderr)}")
-        model = f" ({source.model})" if source.model else ""
         mismatch = self.mode_mismatch(done.stderr)
         if mismatch:
             return CameraProbe(cam, False, f"camera {cam}: {mismatch}{model}")
