@@ -72,10 +72,8 @@ class Sent:
         storage.client.meta.events.register("before-send.s3.PutObject", self._hook)
 
     def _hook(self, request: Any, **_: Any) -> None:
-        body = request.body
-        size = len(body) if isinstance(body, bytes | bytearray) else int(
-            request.headers.get("Content-Length", 0)
-        )
+        # The body may be bytes or a file-like wrapper by now; its length header is exact.
+        size = int(request.headers["Content-Length"])
         query = parse_qs(urlsplit(request.url).query)
         with self._lock:
             self.bytes += size
