@@ -710,8 +710,11 @@ class FfmpegDriver:
 
     def start(self, booking_id: str, out_dir: Path) -> FfmpegRecording:
         s = self.settings
-        out_dir.mkdir(parents=True, exist_ok=True)
-        run = next_run(out_dir)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            run = next_run(out_dir)
+        except OSError as exc:
+            raise CameraError(f"cannot record into {out_dir}: {exc}") from None
         handle = FfmpegRecording(booking_id=booking_id, out_dir=out_dir, run=run)
         failures: dict[int, str] = {}
         for cam in range(s.cameras):
