@@ -257,4 +257,4 @@ def nudge(ctx: Context) -> None:
 
 
 # The verbs that run things live in their own module; importing it registers them.
-from controller import cli_run  # noqa: E402, F401
+from controller import cli_api, cli_run, cli_sync  # noqa: E402, F401
