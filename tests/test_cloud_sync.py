@@ -273,6 +273,8 @@ def test_push_delivers_every_change_in_order_and_upserts_the_video(
     upsert = fake.writes("videos")[0]
     assert upsert.param("on_conflict") == "booking_id"
     assert "resolution=merge-duplicates" in upsert.headers["prefer"]
+    # Writes ask for nothing back, so the key needs no read right on what it only writes.
+    assert all("return=minimal" in w.headers["prefer"] for w in fake.writes())
     assert sctx.store.outbox_pending() == []
     assert sync.push().delivered == 0  # nothing left, nothing sent again
 

@@ -71,6 +71,9 @@ MEDIA_URL_SLACK = timedelta(days=7)
 REQUEST_TIMEOUT_S = 20.0
 
 StatusFn = Callable[[], dict[str, Any]]
+# Writes ask for no rows back (`Prefer: return=minimal`): less traffic, and no need for
+# read rights on the tables the box only writes to.
+MINIMAL: Any = "minimal"
 
 
 class SyncError(Exception):
@@ -473,7 +476,11 @@ class SupabaseSync:
             patch["start_time"] = booking["start_time"]
             patch["end_time"] = booking["end_time"]
         # Matching no row is fine: a booking made on the box itself is unknown up there.
-        query = self.client.table("bookings").update(patch).eq("id", booking["id"])
+        query = (
+            self.client.table("bookings")
+            .update(patch, returning=MINIMAL)
+            .eq("id", booking["id"])
+        )
         if booking["state"] != "cancelled":
             # A cancellation made up there since our last pull must not be overwritten by
             # older news from here: the next pull brings it down (or reports why it cannot).
@@ -482,7 +489,9 @@ class SupabaseSync:
         if change.get("to") == "video_uploaded" and change.get("from") != "video_uploaded":
             row = video_row(booking)
             if row is not None:
-                self.client.table("videos").upsert(row, on_conflict="booking_id").execute()
+                self.client.table("videos").upsert(
+                    row, on_conflict="booking_id", returning=MINIMAL
+                ).execute()
 
     # -- up: health ------------------------------------------------------------------------
 
@@ -492,9 +501,11 @@ class SupabaseSync:
         status = self.status_fn()
         now = self.clock().astimezone(UTC).isoformat()
         row = status_row(self.device_id, status, now)
-        self.client.table("system_status").upsert(row, on_conflict="device_id").execute()
+        self.client.table("system_status").upsert(
+            row, on_conflict="device_id", returning=MINIMAL
+        ).execute()
         self.client.table("cameras").update(
-            {"status": row["status"], "last_seen": now}
+            {"status": row["status"], "last_seen": now}, returning=MINIMAL
         ).eq("id", self.device_id).execute()
 
     # -- one round -------------------------------------------------------------------------
