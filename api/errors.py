@@ -1,0 +1,123 @@
+"""Every error the API answers is JSON `{"error": code, "detail": text}` with the right status.
+
+Endpoints raise `ApiError` (or let the state machine's own errors through); the handlers below
+turn them, Starlette's HTTPException (unknown route, wrong method) and anything unexpected into
+that one shape. An unexpected exception becomes a bare 500: its traceback goes to the server
+log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from controller.fsm import (
+    BookingError,
+    Conflict,
+    InvalidBooking,
+    InvalidTrigger,
+    NotFound,
+    StaleVersion,
+)
+
+log = logging.getLogger("ezrec.api")
+
+# Short, stable codes a client can switch on; `detail` is for people.
+CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code or CODES.get(status, "error")
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra or {}
+
+
+def error_response(
+    status: int,
+    detail: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": code or CODES.get(status, "error"), "detail": detail}
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def from_booking_error(exc: Exception) -> ApiError:
+    """The state machine's errors, mapped once so that every route answers them alike."""
+    if isinstance(exc, NotFound):
+        return ApiError(404, str(exc))
+    if isinstance(exc, StaleVersion):
+        return ApiError(409, str(exc), code="stale_version", extra={"version": exc.actual})
+    if isinstance(exc, Conflict):
+        extra = {"conflicts_with": exc.other_id} if exc.other_id else {}
+        return ApiError(409, str(exc), extra=extra)
+    if isinstance(exc, InvalidTrigger):
+        return ApiError(409, str(exc), code="invalid_transition", extra={"state": exc.state})
+    if isinstance(exc, InvalidBooking):
+        return ApiError(422, str(exc))
+    raise TypeError(f"not a booking error: {exc!r}")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.detail, exc.code, exc.headers, exc.extra)
+
+
+async def _booking_error(request: Request, exc: Exception) -> Response:
+    return await _api_error(request, from_booking_error(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        detail = f"no route {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        detail = str(exc.detail)
+    return error_response(exc.status_code, detail, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # ServerErrorMiddleware logs the traceback after this answer is sent; the client only
+    # learns that it was our fault.
+    return error_response(500, "internal error; the server log has the details")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ApiError: _api_error,
+    BookingError: _booking_error,
+    InvalidTrigger: _booking_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}
