@@ -365,7 +365,10 @@ class Supervisor:
 
         def progress(fraction: float) -> None:
             job.moved_at = time.monotonic()
-            self.store.set_progress(booking.id, stage, fraction)
+            try:
+                self.store.set_progress(booking.id, stage, fraction)
+            except Exception as exc:  # progress is best effort; the job must go on
+                log.warning("%s: progress not stored: %s", booking.id, exc)
 
         def done(_future: Future[Any]) -> None:
             self._wake()

@@ -161,7 +161,7 @@ def test_disk_guard_refuses_to_record(tmp_path: Path) -> None:
 def test_sigkill_during_recording_then_restart(world: Any) -> None:
     store = world.ctx.store
     now = utcnow()
-    store.create(now + timedelta(seconds=1), now + timedelta(seconds=6), booking_id="rec")
+    store.create(now + timedelta(seconds=1), now + timedelta(seconds=10), booking_id="rec")
     proc = world.start()
     raw = world.dir / "recordings" / "raw" / "rec"
     wait_for(lambda: state_of(world.ctx, "rec") == "recording"
@@ -182,10 +182,10 @@ def test_sigkill_during_recording_then_restart(world: Any) -> None:
 def test_sigkill_during_processing_then_restart(world: Any) -> None:
     store = world.ctx.store
     now = utcnow()
-    store.create(now, now + timedelta(seconds=2), booking_id="proc")
+    store.create(now, now + timedelta(seconds=6), booking_id="proc")
     proc = world.start("--slow", "build", "--pause", "60")
-    wait_for(lambda: store.get("proc").progress_stage == "processing", 60, "processing")
-    wait_for(lambda: (store.get("proc").progress or 0) > 0, 60, "encode progress")
+    wait_for(lambda: store.get("proc").progress_stage == "processing"
+             and (store.get("proc").progress or 0) > 0, 120, "encode progress")
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     assert state_of(world.ctx, "proc") == "completed"
@@ -197,7 +197,7 @@ def test_sigkill_during_processing_then_restart(world: Any) -> None:
 def test_sigkill_during_upload_then_restart(world: Any) -> None:
     store = world.ctx.store
     now = utcnow()
-    store.create(now, now + timedelta(seconds=2), booking_id="up")
+    store.create(now, now + timedelta(seconds=6), booking_id="up")
     proc = world.start("--slow", "upload", "--pause", "60")
     wait_for(lambda: store.get("up").progress_stage == "uploading"
              and (store.get("up").progress or 0) > 0, 90, "upload in progress")
