@@ -19,6 +19,7 @@ from api.media import shown
 from api.schemas import (
     BookingIn,
     BookingPatch,
+    no_body,
     query_limit,
     query_time,
     read_json,
@@ -129,7 +130,7 @@ async def cancel_booking(request: Request) -> JSONResponse:
 
 async def retry_booking(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
-    if await read_json(request) not in (None, {}):
+    if not no_body(await read_json(request)):
         raise ApiError(422, "retry takes no body (or an empty object)")
     state = api_state(request)
     booking = await state.change(

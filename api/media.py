@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.errors import ApiError
-from api.schemas import read_json
+from api.schemas import no_body, read_json
 from api.state import ApiState, api_state
 from controller.drivers.media import MediaCache
 
@@ -72,7 +72,7 @@ def refresh(cache: MediaCache, sources: dict[str, list[str]]) -> None:
 
 
 async def notify(request: Request) -> JSONResponse:
-    if await read_json(request) not in (None, {}):
+    if not no_body(await read_json(request)):
         raise ApiError(422, "notify takes no body (or an empty object)")
     state = api_state(request)
     sources = await run_in_threadpool(media_to_refresh, state)

@@ -157,8 +157,21 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class _NoBody:
+    def __repr__(self) -> str:
+        return "NO_BODY"
+
+
+NO_BODY: Any = _NoBody()  # an empty body, unlike a JSON `null`
+
+
+def no_body(data: Any) -> bool:
+    """For routes that take nothing: no body, or an empty JSON object."""
+    return data is NO_BODY or (isinstance(data, dict) and not data)
+
+
 async def read_json(request: Request, *, cap: int = MAX_BODY_BYTES) -> Any:
-    """The body as JSON (None when empty); 413 over `cap` bytes, 415 if it is not JSON."""
+    """The body as JSON (NO_BODY when empty); 413 over `cap` bytes, 415 if it is not JSON."""
     declared = request.headers.get("content-type")
     if declared is not None:
         media = declared.split(";", 1)[0].strip().lower()
@@ -173,7 +186,7 @@ async def read_json(request: Request, *, cap: int = MAX_BODY_BYTES) -> Any:
         if len(body) > cap:
             raise ApiError(413, f"the body is over {cap} bytes")
     if not body.strip():
-        return None
+        return NO_BODY
     if declared is None:
         # A body without a type is what a browser's no-preflight request looks like.
         raise ApiError(415, "a body needs Content-Type: application/json")
