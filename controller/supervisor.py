@@ -44,6 +44,9 @@ IDLE_WAKE_S = 60.0
 STALL_S = 30.0
 RETENTION_EVERY_S = 300.0
 CAMERAS_EVERY_S = 60.0
+# A multipart upload untouched this long belongs to nobody any more (a box that was off longer
+# just starts that upload over).
+STALE_UPLOAD_S = 7 * 24 * 3600.0
 
 
 class Cameras(Protocol):
@@ -135,6 +138,8 @@ class Supervisor:
         self.free_disk_mb = free_disk_mb or _free_disk_mb
         self.queue_limit = queue_limit
         self.build_fn, self.upload_fn = build_fn, upload_fn
+        # Threads that live as long as the loop (the booking-system sync): stopped with it.
+        self.sidecars: list[Any] = []
         self.stop_event = threading.Event()
         self.active: dict[str, Active] = {}
         self.jobs: dict[str, Job] = {}
@@ -449,6 +454,14 @@ class Supervisor:
         if time.monotonic() - self._last_retention < RETENTION_EVERY_S:
             return
         self._last_retention = time.monotonic()
+        abort_stale = getattr(self.storage, "abort_stale", None)
+        if abort_stale is not None:
+            try:
+                aborted = abort_stale(STALE_UPLOAD_S)
+                if aborted:
+                    log.info("aborted %d abandoned multipart upload(s)", aborted)
+            except Exception as exc:  # storage unreachable: try again next round
+                log.info("abort_stale: %s", exc)
         grace = timedelta(hours=self.settings.retention_grace_h)
         for booking in self.store.uploaded_with_files():
             uploaded = booking.extra.get("uploaded") or []
@@ -514,6 +527,8 @@ class Supervisor:
         self.stop_event.set()
         for active in list(self.active.values()):
             self._stop(active, "recording interrupted: controller stopping")
+        for sidecar in self.sidecars:
+            sidecar.stop()
         self.builds.shutdown(wait=True, cancel_futures=True)
         self.uploads.shutdown(wait=True, cancel_futures=True)
         self.waiter.close()
@@ -531,7 +546,9 @@ def _free_disk_mb(path: Path) -> float:
 
 def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
     """The supervisor with the real drivers chosen by the settings."""
+    from controller import status
     from controller.drivers.camera import open_camera_driver
+    from controller.drivers.cloud_sync import start_sync
     from controller.drivers.media import MediaCache
     from controller.drivers.nudge import NudgeListener, send_nudge
     from controller.drivers.storage import open_storage
@@ -540,7 +557,7 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
     listener = NudgeListener(settings.data_dir)
     try:
         cameras = open_camera_driver(settings)
-        return Supervisor(
+        supervisor = Supervisor(
             settings,
             store,
             cameras,
@@ -550,6 +567,15 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
             waiter=listener,
             wake=lambda: send_nudge(settings.data_dir),
         )
+        sync = start_sync(
+            settings,
+            store,
+            status_fn=lambda: status.collect(settings, store),
+            on_change=lambda: send_nudge(settings.data_dir),
+        )
+        if sync is not None:
+            supervisor.sidecars.append(sync)
+        return supervisor
     except Exception:
         listener.close()
         raise

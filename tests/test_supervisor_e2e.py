@@ -254,3 +254,27 @@ def test_watchdog_messages_on_notify_socket(world: Any, tmp_path: Path) -> None:
     assert joined.count("WATCHDOG=1") >= 4  # every half of WATCHDOG_USEC, from the loop
     assert "STATUS=" in joined
     assert "STOPPING=1" in joined
+
+
+def test_booking_from_the_booking_system_comes_back_uploaded(world: Any) -> None:
+    from datetime import UTC, datetime
+
+    from tests._postgrest import FakeSupabase
+
+    fake = FakeSupabase()
+    try:
+        start = datetime.now(UTC) + timedelta(seconds=4)
+        fake.add("bookings", id="remote-1", user_id="u-1", camera_id="e2e",
+                 start_time=start.isoformat(), end_time=(start + timedelta(seconds=4))
+                 .isoformat(), status="confirmed")
+        world.start(extra_env={"EZREC_SUPABASE_URL": fake.url,
+                               "EZREC_SUPABASE_KEY": fake.key, "EZREC_SUPABASE_SYNC_S": "1"})
+        wait_for(lambda: (fake.row("bookings", id="remote-1") or {}).get("status")
+                 == "video_uploaded", 120, "the booking system to hear video_uploaded")
+        video = fake.row("videos", booking_id="remote-1")
+        assert video is not None and video["user_id"] == "u-1"
+        assert video["video_url"] and video["size"] > 0
+        assert state_of(world.ctx, "remote-1") == "video_uploaded"
+        assert fake.row("system_status", device_id="e2e") is not None
+    finally:
+        fake.close()

@@ -614,9 +614,13 @@ class SyncWorker(threading.Thread):
         *,
         max_backoff_s: float = MAX_BACKOFF_S,
         rng: random.Random | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="supabase-sync", daemon=True)
         self.sync = sync
+        # Called after a pull changed local bookings, so the supervisor looks at them now
+        # instead of at the end of a long idle sleep.
+        self.on_change = on_change
         self.interval_s = interval_s
         self.max_backoff_s = max(max_backoff_s, interval_s)
         self.stop_event = threading.Event()
@@ -648,6 +652,10 @@ class SyncWorker(threading.Thread):
             try:
                 report = self.sync.run_once(self.stop_event)
                 self.last_report = report
+                pulled = report.get("pull") or {}
+                changed = any(pulled.get(k) for k in ("created", "rescheduled", "cancelled"))
+                if changed and self.on_change is not None:
+                    self.on_change()
                 self.failures = self.failures + 1 if report["errors"] else 0
                 if report["errors"]:
                     log.warning("sync round failed (%s in a row): %s",
@@ -667,6 +675,7 @@ def start_sync(
     *,
     status_fn: StatusFn | None,
     interval_s: float | None = None,
+    on_change: Callable[[], None] | None = None,
 ) -> SyncWorker | None:
     """Start the sync thread, or return None when Supabase is not configured.
 
@@ -676,6 +685,6 @@ def start_sync(
     if not is_configured(settings):
         return None
     sync = SupabaseSync(settings, store, status_fn=status_fn)
-    worker = SyncWorker(sync, interval_s or settings.supabase_sync_s)
+    worker = SyncWorker(sync, interval_s or settings.supabase_sync_s, on_change=on_change)
     worker.start()
     return worker
