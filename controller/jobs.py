@@ -177,9 +177,9 @@ def upload_video(
             on_progress=progress,
             stop=stop,
         )
-        presigned = (
-            storage.presign(key, settings.s3_presign_s) if settings.s3_presign_s else None
-        )
+        presigned = stored.presigned_url
+        if presigned is None and settings.s3_presign_s:
+            presigned = storage.presign(key, settings.s3_presign_s)
         objects.append(
             {
                 "url": stored.url,

@@ -278,3 +278,49 @@ def test_booking_from_the_booking_system_comes_back_uploaded(world: Any) -> None
         assert fake.row("system_status", device_id="e2e") is not None
     finally:
         fake.close()
+
+
+def test_s3_down_then_back_upload_failed_then_retried(world: Any) -> None:
+    import httpx
+
+    from tests._s3server import FAKE_AWS_ENV, MotoServer
+
+    server = MotoServer()
+    server.start()
+    try:
+        import os as _os
+
+        saved = {k: _os.environ.get(k) for k in FAKE_AWS_ENV}
+        _os.environ.update(FAKE_AWS_ENV)
+        bucket = server.new_bucket()
+        server.stop()  # the network is down when the first upload is tried
+        env = FAKE_AWS_ENV | {
+            "EZREC_STORAGE_URL": f"s3://{bucket}/venue",
+            "EZREC_S3_ENDPOINT_URL": server.endpoint_url,
+            "EZREC_S3_PRESIGN_S": "600",
+        }
+        store = world.ctx.store
+        now = utcnow()
+        store.create(now, now + timedelta(seconds=5), booking_id="s3")
+        world.start(extra_env=env)
+        wait_for(lambda: state_of(world.ctx, "s3") == "upload_failed", 120, "upload_failed")
+        assert store.get("s3").last_error
+        server.start()
+        wait_for(lambda: state_of(world.ctx, "s3") == "video_uploaded", 120, "video_uploaded")
+        booking = store.get("s3")
+        assert (booking.video_url or "").startswith(f"s3://{bucket}/venue/e2e/")
+        triggers = [h.trigger for h in store.history("s3")]
+        assert triggers.count("fail") >= 1 and "retry" in triggers and triggers[-1] == "upload"
+        obj = booking.extra["uploaded"][0]
+        local = Path(booking.processed_path or "")
+        head = server.client().head_object(Bucket=bucket, Key=obj["key"])  # type: ignore[attr-defined]
+        assert head["ContentLength"] == local.stat().st_size == obj["size"]
+        presigned = booking.extra.get("presigned_url")
+        assert presigned and httpx.get(presigned).content == local.read_bytes()
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                _os.environ.pop(k, None)
+            else:
+                _os.environ[k] = v
