@@ -27,9 +27,12 @@ from api.schemas import (
     validate,
 )
 from api.state import api_state
-from controller.db import Booking
-from controller.fsm import STATES, BookingStore
+from controller.db import Booking, utcnow
+from controller.fsm import STATES, BookingStore, Conflict
 from controller.fsm.machine import CANCELLED
+from controller.fsm.store import new_booking_id
+
+GENERATED_ID_TRIES = 5
 
 
 def _booking(booking: Booking) -> dict[str, Any]:
@@ -74,15 +77,25 @@ async def create_booking(request: Request) -> JSONResponse:
     body: BookingIn = validate(BookingIn, await read_json(request))
     state = api_state(request)
     extra = {"media": body.media.stored()} if body.media and body.media.stored() else None
-    booking = await state.change(
-        state.store.create,
-        body.start_time,
-        body.end_time,
-        booking_id=body.id,
-        user_id=body.user_id,
-        camera_id=body.camera_id,
-        extra=extra,
-    )
+    for attempt in range(GENERATED_ID_TRIES):
+        # The store's generated ids carry 24 random bits per minute: at hundreds of bookings
+        # a minute two can meet, and the client that sent no id must not see that as a 409.
+        booking_id = body.id or new_booking_id(utcnow())
+        try:
+            booking = await state.change(
+                state.store.create,
+                body.start_time,
+                body.end_time,
+                booking_id=booking_id,
+                user_id=body.user_id,
+                camera_id=body.camera_id,
+                extra=extra,
+            )
+            break
+        except Conflict as exc:
+            generated_clash = body.id is None and exc.other_id == booking_id
+            if not generated_clash or attempt == GENERATED_ID_TRIES - 1:
+                raise
     return JSONResponse(
         _booking(booking), status_code=201, headers={"Location": f"/bookings/{booking.id}"}
     )

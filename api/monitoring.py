@@ -33,8 +33,8 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-async def status(request: Request) -> JSONResponse:
-    return JSONResponse(await api_state(request).status.get())
+async def status(request: Request) -> Response:
+    return Response(await api_state(request).status.body(), media_type="application/json")
 
 
 @dataclass(frozen=True)

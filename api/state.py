@@ -6,6 +6,7 @@ Endpoints reach it through `api_state(request)`; `create_app` builds one per app
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ class StatusCache:
         self._compute = compute
         self.ttl_s = ttl_s
         self._value: dict[str, Any] | None = None
+        self._body: bytes | None = None  # the value as JSON, rendered once per refresh
         self._at = 0.0
         self._generation = 0
         self._lock = threading.Lock()
@@ -59,16 +61,34 @@ class StatusCache:
             generation = self._generation
             value = self._compute()
             if generation == self._generation:  # no change landed meanwhile
-                self._value, self._at = value, time.monotonic()
+                self._value, self._body, self._at = value, None, time.monotonic()
             return value
 
     async def get(self) -> dict[str, Any]:
         # The fast path stays on the event loop: no thread hop for a cached answer.
         return self.fresh() or await run_in_threadpool(self._refresh)
 
+    async def body(self) -> bytes:
+        """The report as JSON bytes: at hundreds of polls a second, rendering once matters."""
+        value = await self.get()
+        body = self._body
+        if body is None or value is not self._value:
+            body = render_json(value)
+            if value is self._value:
+                self._body = body
+        return body
+
     def invalidate(self) -> None:
         self._generation += 1
         self._value = None
+        self._body = None
+
+
+def render_json(value: Any) -> bytes:
+    # What Starlette's JSONResponse writes, so both routes answer byte-identical JSON.
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
 
 
 class ApiState:

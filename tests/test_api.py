@@ -262,6 +262,18 @@ def test_overlap_is_a_conflict_naming_the_other_booking(client: TestClient) -> N
     assert_error(r, 409, "conflict", "exists already")
 
 
+
+def test_a_generated_id_that_clashes_is_drawn_again(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create(client, **future(200), id="bk-dup")
+    drawn = iter(["bk-dup", "bk-dup", "bk-fresh"])
+    monkeypatch.setattr("api.bookings.new_booking_id", lambda now: next(drawn))
+    assert create(client, **future())["id"] == "bk-fresh"
+    # A clash with an id the client chose is the client's conflict.
+    r = client.post("/bookings", json=future(300) | {"id": "bk-dup"}, headers=AUTH)
+    assert_error(r, 409, "conflict", "exists already")
+
 # -- list, get -------------------------------------------------------------------------------
 
 
