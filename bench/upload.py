@@ -6,7 +6,7 @@ supervisor's clean stop) — and counts, from the bytes botocore hands to the so
 resume sends again. Goal: at most one part re-sent after a clean stop, and after a hard kill at
 most the parts that were in flight (``S3_CONCURRENCY`` of them).
 
-    .venv/bin/python bench/upload.py [--size-mb 200] [--part-mb 8] [--concurrency 4]
+    .venv/bin/python bench/upload.py [--size-mb 200] [--part-mb 8] [--concurrency 1]
                                       [--json bench/results/upload.json]
 
 Loopback numbers measure CPU cost (hashing, HTTP, moto), not a venue's uplink.
@@ -155,7 +155,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--part-mb", type=int, default=8)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
