@@ -3,7 +3,7 @@
 
 Goals (issue 6): GET /status >= 500 req/s; POST /bookings (non-overlapping) p99 <= 50 ms at
 50 concurrent clients. The POST load is open-loop and bounded: 50 clients each send one booking
-every --interval seconds (100 req/s by default), --per-client times. A closed-loop run (50
+every --interval seconds (25 req/s by default), --per-client times. A closed-loop run (50
 clients back to back, no pause) is also measured and reported for information: there, by
 Little's law, latency is only 50 / throughput.
 
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--status-clients", type=int, default=8)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--per-client", type=int, default=20)
-    parser.add_argument("--interval", type=float, default=0.5,
+    parser.add_argument("--interval", type=float, default=2.0,
                         help="seconds between one client's POSTs (open loop)")
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args()
