@@ -189,12 +189,16 @@ def main() -> None:
             open_loop = asyncio.run(
                 post_load(url, args.clients, args.per_client, args.interval, slots))
             closed_loop = asyncio.run(post_load(url, args.clients, args.per_client, None, slots))
+        except Exception:
+            print((data_dir / "api.log").read_text()[-3000:], file=sys.stderr)
+            raise
         finally:
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         with db.reader() as session:
             stored = session.scalar(select(func.count()).select_from(Booking))
         db.dispose()
