@@ -90,6 +90,7 @@ class Booking(Base):
         Index("ix_bookings_state_end", "state", "end_time"),
         Index("ix_bookings_state_next", "state", "next_attempt_at"),
         Index("ix_bookings_camera_start", "camera_id", "start_time"),
+        Index("ix_bookings_camera_state_start", "camera_id", "state", "start_time"),
     )
 
     @property

@@ -247,3 +247,20 @@ def test_invalid_or_stale_writes_leave_no_outbox_row(store: BookingStore) -> Non
     with pytest.raises(StaleVersion):
         store.fire("a", "start", expected_version=7)
     assert [r.kind for r in store.outbox_pending()] == ["booking"]
+
+
+def test_ids_with_a_trailing_newline_are_refused(store: BookingStore) -> None:
+    with pytest.raises(InvalidBooking, match="id must be"):
+        store.create(T0, T0 + timedelta(hours=1), booking_id="abc\n")
+
+
+def test_schema_is_at_the_newest_migration_and_matches_the_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from controller.db import Base
+
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []

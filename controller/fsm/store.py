@@ -120,7 +120,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 def new_booking_id(now: datetime) -> str:
-    return f"bk-{now:%Y%m%d-%H%M}-{secrets.token_hex(3)}"
+    return f"bk-{now:%Y%m%d-%H%M}-{secrets.token_hex(5)}"
 
 
 def check_times(start: datetime, end: datetime, max_length: timedelta) -> None:
@@ -265,12 +265,12 @@ class BookingStore:
         if not allow_past and end <= now:
             raise InvalidBooking(f"the slot ended already ({end.isoformat()})")
         booking_id = booking_id or new_booking_id(now)
-        if not BOOKING_ID.match(booking_id):
+        if not BOOKING_ID.fullmatch(booking_id):
             raise InvalidBooking("id must be 1-64 characters of A-Z a-z 0-9 _ -")
-        if user_id is not None and not USER_ID.match(user_id):
+        if user_id is not None and not USER_ID.fullmatch(user_id):
             raise InvalidBooking("user_id must be 1-128 characters of A-Z a-z 0-9 _ . @ : -")
         camera = camera_id or self.device_id
-        if not BOOKING_ID.match(camera):
+        if not BOOKING_ID.fullmatch(camera):
             raise InvalidBooking("camera_id must be 1-64 characters of A-Z a-z 0-9 _ -")
         booking = Booking(
             id=booking_id,
