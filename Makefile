@@ -30,8 +30,13 @@ test: setup
 	$(BIN)/ruff check controller api tests bench
 	$(BIN)/python -m pytest -q
 
+# Benchmarks print a table and write JSON under bench/results/ (see docs/performance.md).
 bench: setup
 	$(BIN)/python bench/fsm.py --json bench/results/fsm.json
+	$(BIN)/python bench/latency.py --json bench/results/latency.json
+	$(BIN)/python bench/pipeline.py --json bench/results/pipeline.json
+	$(BIN)/python bench/upload.py --json bench/results/upload.json
+	$(BIN)/python bench/api.py --json bench/results/api.json
 
 lint: setup
 	$(BIN)/ruff check controller api tests bench
