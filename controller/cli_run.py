@@ -88,7 +88,8 @@ def demo(ctx: click.Context, seconds: int) -> None:
                 name: bars.add_task(name, total=1.0, start=False)
                 for name in ("recording", "processing", "uploading")
             }
-            while worker.is_alive():
+            while True:
+                alive = worker.is_alive()  # read first, so the last pass shows the end state
                 b = c.store.get(booking.id)
                 if b.state == "recording":
                     bars.start_task(tasks["recording"])
@@ -105,7 +106,10 @@ def demo(ctx: click.Context, seconds: int) -> None:
                 if b.state in ("video_processed", "video_uploaded"):
                     bars.update(tasks["processing"], completed=1.0)
                 if b.state == "video_uploaded":
+                    bars.start_task(tasks["uploading"])
                     bars.update(tasks["uploading"], completed=1.0)
+                if not alive:
+                    break
                 time.sleep(0.25)
     except KeyboardInterrupt:
         supervisor.request_stop()
