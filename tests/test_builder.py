@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ from controller.drivers.builder import (
     build,
     command_lines,
     feeds_from_raw_dir,
+    output_paths,
+    overlays_from_settings,
+    spec_from_settings,
     validate,
 )
 from controller.drivers.media import ffprobe
@@ -470,3 +474,32 @@ def test_feeds_from_raw_dir_reads_the_manifests(tmp_path: Path) -> None:
 
 def test_tools_are_installed() -> None:
     assert shutil.which("ffmpeg") and shutil.which("ffprobe")
+
+
+def test_spec_and_overlays_follow_the_settings(tmp_path: Path) -> None:
+    from controller.config import load_settings
+
+    settings = load_settings(
+        None, data_dir=tmp_path, layout="stacked", rotation=[0, 270], width=640, height=360,
+        fps=25, x264_preset="faster", crf=20, logo_position="bottom_left", logo_width=0.2,
+        sponsor_position="top", logo_opacity=0.5,
+    )  # fmt: skip
+    feeds = [Feed(0, [], None), Feed(1, [], None)]
+    logos = overlays_from_settings(
+        settings, tmp_path / "v.png", None, [tmp_path / "s1.png", None, tmp_path / "s3.png"]
+    )
+    spec = spec_from_settings(settings, "b9", feeds, tmp_path / "b9.mp4", 5.0, 60.0, None, logos)
+    assert (spec.layout, spec.width, spec.height, spec.fps) == ("stacked", 640, 360, 25)
+    assert (spec.preset, spec.crf, spec.encoder) == ("faster", 20, "libx264")
+    assert [f.rotation for f in spec.feeds] == [0, 270]
+    assert spec.cache_dir == tmp_path / "media"
+    assert [(o.name, o.position) for o in spec.overlays] == [
+        ("venue_logo", "bottom_left"),
+        ("sponsor1", "top"),
+        ("sponsor3", "top"),
+    ]
+    assert all(o.width_frac == 0.2 and o.opacity == 0.5 for o in spec.overlays)
+    assert output_paths(replace(spec, layout="separate"), [0, 1]) == [
+        tmp_path / "b9-cam0.mp4",
+        tmp_path / "b9-cam1.mp4",
+    ]

@@ -532,7 +532,7 @@ def _plan(spec: BuildSpec) -> _Plan:
     recording_s = _length(spec, feeds)
     if recording_s < 0.1:
         raise BuildError("no recorded video inside the booking window")
-    # The one-file layouts keep the frame the layout promises even with a camera missing.
+    # The frame follows the cameras that have video: a missing one leaves no black hole.
     out_w, out_h = _layout_size(layout, len(feeds), spec.width, spec.height)
 
     intro: _Media | None = None
@@ -825,7 +825,7 @@ def _plan_fast(plan: _Plan) -> None:
         intro_s = 0.0
         if plan.intro is not None:
             params = _stream_params(segments[0].path)
-            if params is None:
+            if params is None or not 1 <= params["fps"] <= 240:
                 _plan_encode_instead(plan, "the recording's H.264 parameters are unreadable")
                 return
             try:
@@ -863,6 +863,7 @@ def _plan_fast(plan: _Plan) -> None:
 def _plan_encode_instead(plan: _Plan, why: str) -> None:
     plan.jobs.clear()
     plan.lists.clear()
+    plan.notes = [n for n in plan.notes if "stream copy starts" not in n]
     plan.notes.append(f"stream copy impossible ({why}): re-encoded")
     _plan_encode(plan)
 
