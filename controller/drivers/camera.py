@@ -614,15 +614,14 @@ class FfmpegCamera:
 
 
 @dataclass
-class FfmpegRecording:
-    """The handle an ffmpeg-based driver returns from start()."""
+class Recording:
+    """What every driver's handle keeps: who records, what happened, what is still to report."""
 
     booking_id: str
     out_dir: Path
     run: int
     cameras: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    procs: dict[int, FfmpegCamera] = field(default_factory=dict, repr=False)
     attempted: list[int] = field(default_factory=list)
     # Events not yet returned by poll(), with their history line; lines already returned as
     # events are left out of RecordingResult.notes so the history does not say them twice.
@@ -630,6 +629,13 @@ class FfmpegRecording:
     reported: set[str] = field(default_factory=set, repr=False)
     result: RecordingResult | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@dataclass
+class FfmpegRecording(Recording):
+    """The handle an ffmpeg-based driver returns from start()."""
+
+    procs: dict[int, FfmpegCamera] = field(default_factory=dict, repr=False)
 
 
 _ERROR_HINT = re.compile(r"rror|nvalid|No such|ould not|ailed|not supported|busy")

@@ -47,6 +47,7 @@ from controller.drivers.camera import (
     CameraEvent,
     CameraInfo,
     CameraProbe,
+    Recording,
     RecordingHandle,
     RecordingResult,
     RunManifest,
@@ -233,22 +234,10 @@ class _PiCam:
 
 
 @dataclass
-class Picamera2Recording:
+class Picamera2Recording(Recording):
     """The handle returned by Picamera2Driver.start()."""
 
-    booking_id: str
-    out_dir: Path
-    run: int
-    cameras: list[int] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     cams: dict[int, _PiCam] = field(default_factory=dict, repr=False)
-    attempted: list[int] = field(default_factory=list)
-    # Events not yet returned by poll(), with their history line; lines already returned as
-    # events are left out of RecordingResult.notes so the history does not say them twice.
-    pending: list[tuple[CameraEvent, str]] = field(default_factory=list, repr=False)
-    reported: set[str] = field(default_factory=set, repr=False)
-    result: RecordingResult | None = field(default=None, repr=False)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def _in_thread(work: Callable[[], None], timeout: float, name: str) -> bool:
