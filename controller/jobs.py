@@ -69,36 +69,23 @@ def resolve_media(
     sources = media_sources(settings, booking)
     notes: list[str] = []
 
-    def fetch(source: str | None, kind: str) -> Path | None:
+    def fetch(source: str | None, kind: str, label: str) -> Path | None:
         if not source:
             return None
-        resolved = cache.resolve(source, kind)  # type: ignore[arg-type]
+        resolved = cache.resolve(source, kind, label=label)  # type: ignore[arg-type]
         if resolved.note:
             notes.append(resolved.note)
         return resolved.path
 
-    intro = fetch(sources["intro"], "video")
-    overlays: list[builder_mod.Overlay] = []
-    wanted = [
-        ("venue_logo", sources["venue_logo"], settings.logo_position),
-        ("user_logo", sources["user_logo"], settings.user_logo_position),
-    ] + [
-        (f"sponsor{i}", src, settings.sponsor_position)
-        for i, src in enumerate(sources["sponsors"], start=1)
-    ]
-    for name, source, position in wanted:
-        path = fetch(source, "image")
-        if path is not None:
-            overlays.append(
-                builder_mod.Overlay(
-                    path=path,
-                    name=name,
-                    position=position,
-                    width_frac=settings.logo_width,
-                    margin=settings.logo_margin,
-                    opacity=settings.logo_opacity,
-                )
-            )
+    intro = fetch(sources["intro"], "video", "intro")
+    overlays = builder_mod.overlays_from_settings(
+        settings,
+        venue_logo=fetch(sources["venue_logo"], "image", "logo"),
+        user_logo=fetch(sources["user_logo"], "image", "user logo"),
+        sponsors=[
+            fetch(src, "image", f"sponsor{i}") for i, src in enumerate(sources["sponsors"], 1)
+        ],
+    )
     return intro, overlays, notes
 
 

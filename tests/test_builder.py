@@ -503,3 +503,24 @@ def test_spec_and_overlays_follow_the_settings(tmp_path: Path) -> None:
         tmp_path / "b9-cam0.mp4",
         tmp_path / "b9-cam1.mp4",
     ]
+
+
+def test_a_failing_progress_callback_never_stalls_the_encode(
+    assets: dict[str, Path], tmp_path: Path
+) -> None:
+    raw = tmp_path / "raw"
+    make_camera(raw, 0, 6, started_at=T0, size=(640, 480))
+    spec = spec_for(tmp_path, feeds_from_raw_dir(raw), "single", fast_path=False)
+    spec.preset = "slower"  # several progress reports arrive while it encodes
+    spec.width, spec.height = 640, 480
+    calls: list[float] = []
+
+    def broken(p: float) -> None:
+        calls.append(p)
+        if p < 1:
+            raise RuntimeError("database is locked")
+
+    result = build(spec, on_progress=broken)
+    assert result.outputs == [spec.output] and spec.output.exists()
+    # Every report still arrived: the reader went on after the callback failed.
+    assert len([p for p in calls if 0 < p < 1]) >= 2 and calls[-1] == 1.0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -45,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 import ffmpeg
 
 from controller.drivers.media import ProbeError, ffprobe, video_stream
+
+log = logging.getLogger("ezrec.builder")
 
 if TYPE_CHECKING:
     from controller.config import Settings
@@ -1172,7 +1175,10 @@ def _run_ffmpeg(
         for raw in proc.stdout:
             key, _, value = raw.decode(errors="replace").strip().partition("=")
             if key == "out_time_us" and value.lstrip("-").isdigit():
-                report(max(0, int(value)) / 1e6 if expected_s > 0 else 0.0)
+                try:
+                    report(max(0, int(value)) / 1e6 if expected_s > 0 else 0.0)
+                except Exception:  # a failing progress callback must never stall the encode
+                    log.exception("progress callback failed")
 
     threads = [threading.Thread(target=t, daemon=True) for t in (drain_stderr, read_progress)]
     for t in threads:
