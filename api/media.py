@@ -22,11 +22,10 @@ from api.errors import ApiError
 from api.schemas import no_body, read_json
 from api.state import ApiState, api_state
 from controller.drivers.media import MediaCache
+from controller.jobs import media_in_use
 
 log = logging.getLogger("ezrec.api")
 
-# Not built yet: their media will still be needed.
-UNBUILT = ("confirmed", "recording", "recording_failed", "completed", "processing_failed")
 _refresh_lock = threading.Lock()
 
 
@@ -42,18 +41,7 @@ def shown(source: str) -> str:
 
 
 def media_to_refresh(state: ApiState) -> dict[str, list[str]]:
-    settings = state.settings
-    videos = {settings.intro} if settings.intro else set()
-    images = {settings.logo} if settings.logo else set()
-    images.update(settings.sponsor_logos)
-    for booking in state.store.list(state=list(UNBUILT)):
-        media = booking.extra.get("media") or {}
-        if media.get("intro"):
-            videos.add(str(media["intro"]))
-        if media.get("logo"):
-            images.add(str(media["logo"]))
-        images.update(str(s) for s in media.get("sponsors") or [] if s)
-    return {"video": sorted(videos), "image": sorted(images)}
+    return media_in_use(state.settings, state.store)
 
 
 def refresh(cache: MediaCache, sources: dict[str, list[str]]) -> None:

@@ -63,6 +63,32 @@ def media_sources(settings: Settings, booking: Booking) -> dict[str, Any]:
     }
 
 
+# Not built yet: their media will still be needed.
+UNBUILT = ("confirmed", "recording", "recording_failed", "completed", "processing_failed")
+
+
+def media_in_use(settings: Settings, store: Any) -> dict[str, list[str]]:
+    """Every intro and image source a build may still need: the venue's and those of the
+    bookings not built yet (for POST /media/notify and for dropping stale cached copies)."""
+    videos = {settings.intro} if settings.intro else set()
+    images = {settings.logo} if settings.logo else set()
+    images.update(settings.sponsor_logos)
+    for booking in store.list(state=list(UNBUILT)):
+        media = booking.extra.get("media") or {}
+        if media.get("intro"):
+            videos.add(str(media["intro"]))
+        if media.get("logo"):
+            images.add(str(media["logo"]))
+        images.update(str(s) for s in media.get("sponsors") or [] if s)
+    return {"video": sorted(videos), "image": sorted(images)}
+
+
+def forget_stale_media(settings: Settings, store: Any, cache: MediaCache) -> None:
+    """Delete cached copies of media nothing uses any more (after the settings changed)."""
+    in_use = media_in_use(settings, store)
+    cache.forget(in_use["video"] + in_use["image"])
+
+
 def resolve_media(
     settings: Settings, booking: Booking, cache: MediaCache
 ) -> tuple[Path | None, list[builder_mod.Overlay], list[str]]:

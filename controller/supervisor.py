@@ -567,6 +567,10 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
             waiter=listener,
             wake=lambda: send_nudge(settings.data_dir),
         )
+        # Settings may have changed since the last run: drop cached media nothing uses now.
+        supervisor.builds.submit(
+            jobs.forget_stale_media, settings, store, supervisor.media
+        )
         sync = start_sync(
             settings,
             store,

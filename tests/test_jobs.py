@@ -48,3 +48,16 @@ def test_user_media_override_venue_and_bad_media_become_notes(
             ctx.settings.media_dir in overlay.path.parents
         )
         assert "u-1" not in str(overlay.path)
+
+
+def test_media_nothing_uses_any_more_is_dropped(ctx: Context, tmp_path: Path) -> None:
+    old, new = png(tmp_path / "old.png", "red"), png(tmp_path / "new.png", "blue")
+    cache = MediaCache(ctx.settings.media_dir)
+    old_copy = cache.resolve(str(old), "image").path
+    assert old_copy is not None and old_copy.exists()
+    ctx.settings.logo = str(new)  # the venue changed its logo
+    new_copy = cache.resolve(str(new), "image").path
+    jobs.forget_stale_media(ctx.settings, ctx.store, cache)
+    assert not old_copy.exists()
+    assert new_copy is not None and new_copy.exists()
+    assert jobs.media_in_use(ctx.settings, ctx.store)["image"] == [str(new)]
