@@ -280,9 +280,12 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     c = context(ctx)
     s = c.settings
     checks: list[tuple[str, bool, str]] = []
+    infos: list[tuple[str, str]] = []
     checks.append(("ffmpeg", *_check_ffmpeg(s.video_encoder)))
+    used = None
     try:
         driver = open_camera_driver(s)
+        used = driver.name
         probes = driver.probe()
         driver.close()
         if not probes:
@@ -291,6 +294,17 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
             checks.append((f"camera {p.camera}", p.ok, f"[{driver.name}] {p.line}"))
     except Exception as exc:
         checks.append(("cameras", False, f"{s.camera_driver}: {exc}"))
+    # What the other real drivers see, for an operator choosing or wiring cameras.
+    for name in ("picamera2", "v4l2"):
+        if name == used:
+            continue
+        try:
+            other = open_camera_driver(s.model_copy(update={"camera_driver": name}))
+            lines = [p.line for p in other.probe()] or ["no camera found"]
+            other.close()
+        except Exception as exc:
+            lines = [str(exc)]
+        infos.extend((name, line) for line in lines)
     try:
         checks.append(("storage", True, open_storage(s).check()))
     except StorageError as exc:
@@ -313,10 +327,13 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     checks.append(("database", True, f"{s.db_url.split('@')[-1]}: "
                    f"{sum(c.store.counts().values())} bookings"))
     if as_json:
-        print_json([{"check": n, "ok": ok, "detail": d} for n, ok, d in checks])
+        print_json([{"check": n, "ok": ok, "detail": d} for n, ok, d in checks]
+                   + [{"check": n, "ok": None, "detail": d, "info": True} for n, d in infos])
     else:
-        width = max(len(n) for n, _, _ in checks)
+        width = max(len(n) for n in [c[0] for c in checks] + [i[0] for i in infos])
         for name, ok, detail in checks:
             out.print(f"{'ok  ' if ok else 'FAIL'}  {name:<{width}}  {detail}", markup=False)
+        for name, detail in infos:
+            out.print(f"info  {name:<{width}}  {detail}", markup=False)
     if not all(ok for _, ok, _ in checks):
         sys.exit(1)
