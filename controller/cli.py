@@ -214,13 +214,8 @@ def show(ctx: click.Context, booking_id: str, as_json: bool) -> None:
 @click.pass_context
 def retry(ctx: click.Context, booking_id: str, as_json: bool) -> None:
     """Retry a failed booking now (resets its attempt count)."""
-    c = context(ctx)
-    booking = c.store.fire(booking_id, "retry", admin=True, detail="retry requested by operator")
-    nudge(c)
-    if as_json:
-        print_json(booking.to_dict())
-    else:
-        out.print(f"{booking.id}: {booking.state}", markup=False)
+    operator_fire(ctx, booking_id, "retry", as_json, admin=True,
+                  detail="retry requested by operator")  # fmt: skip
 
 
 @main.command()
@@ -229,8 +224,15 @@ def retry(ctx: click.Context, booking_id: str, as_json: bool) -> None:
 @click.pass_context
 def cancel(ctx: click.Context, booking_id: str, as_json: bool) -> None:
     """Cancel a booking that has not finished recording."""
+    operator_fire(ctx, booking_id, "cancel", as_json, detail="cancelled by operator")
+
+
+def operator_fire(
+    ctx: click.Context, booking_id: str, trigger: str, as_json: bool, **kwargs: Any
+) -> None:
+    """Fire an operator's trigger, wake the supervisor, and say the new state."""
     c = context(ctx)
-    booking = c.store.fire(booking_id, "cancel", detail="cancelled by operator")
+    booking = c.store.fire(booking_id, trigger, **kwargs)
     nudge(c)
     if as_json:
         print_json(booking.to_dict())

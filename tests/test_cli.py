@@ -122,3 +122,25 @@ def test_status_without_supervisor(run) -> None:  # type: ignore[no-untyped-def]
     assert report["disk"]["free_mb"] > 0
     _, out, _ = run("status")
     assert "NOT running" in out and "confirmed=1" in out
+
+
+def test_operator_retry_of_an_exhausted_failure(run) -> None:  # type: ignore[no-untyped-def]
+    from controller.context import open_context
+
+    run("add", "--start", "+1h", "--end", "+2h", "--id", "late")
+    ctx = open_context()
+    try:
+        ctx.store.fire("late", "fail", error="camera 0 not found")
+        for _ in range(ctx.settings.max_attempts):
+            ctx.store.fire("late", "retry")
+            ctx.store.fire("late", "fail", error="camera 0 not found")
+        failed = ctx.store.get("late")
+        assert failed.state == "recording_failed" and failed.next_attempt_at is None
+    finally:
+        ctx.close()
+    _, out, _ = run("retry", "late")
+    assert out.strip() == "late: confirmed"
+    _, out, _ = run("show", "late", "--json")
+    shown = json.loads(out)
+    assert shown["state"] == "confirmed" and shown["attempts"] == 0
+    assert shown["history"][-1]["detail"] == "retry requested by operator"

@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from controller.config import Settings
@@ -631,6 +631,46 @@ class Recording:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
+HandleT = TypeVar("HandleT", bound=Recording)
+
+
+class OpenRecordings(Generic[HandleT]):
+    """A driver's open recordings, so stills, stop() and close() can find them."""
+
+    def __init__(self, kind: type[HandleT], driver: str) -> None:
+        self._kind = kind
+        self._driver = driver
+        self._open: dict[int, HandleT] = {}
+        self._lock = threading.Lock()
+
+    def add(self, handle: HandleT) -> HandleT:
+        with self._lock:
+            self._open[id(handle)] = handle
+        return handle
+
+    def own(self, handle: RecordingHandle) -> HandleT:
+        if not isinstance(handle, self._kind):
+            raise TypeError(f"{self._driver} driver got a foreign handle: {handle!r}")
+        return handle
+
+    def all(self) -> list[HandleT]:
+        with self._lock:
+            return list(self._open.values())
+
+    def holding(self, camera: int) -> HandleT | None:
+        """The open recording this camera is busy with, if any."""
+        return next((h for h in self.all() if camera in h.cameras), None)
+
+    def finish(self, h: HandleT, files: dict[int, list[Path]]) -> RecordingResult:
+        """The result of a stopped recording; called once, under ``h.lock``."""
+        h.cameras.clear()
+        notes = [line for line in h.notes if line not in h.reported]
+        h.result = RecordingResult(h.booking_id, h.run, files, notes)
+        with self._lock:
+            self._open.pop(id(h), None)
+        return h.result
+
+
 @dataclass
 class FfmpegRecording(Recording):
     """The handle an ffmpeg-based driver returns from start()."""
@@ -661,8 +701,7 @@ class FfmpegDriver:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._active: set[int] = set()
-        self._handles: dict[int, FfmpegRecording] = {}
-        self._lock = threading.Lock()
+        self._open = OpenRecordings(FfmpegRecording, self.name)
 
     # --- what subclasses provide -------------------------------------------------------------
 
@@ -775,9 +814,7 @@ class FfmpegDriver:
             assert proc.manifest is not None
             proc.manifest.started_at = proc.started_at or proc.manifest.started_at
             proc.manifest.write(proc.cam_dir)
-        with self._lock:
-            self._handles[id(handle)] = handle
-        return handle
+        return self._open.add(handle)
 
     def _arm(self, proc: FfmpegCamera, inject: Injection) -> None:
         if inject.kind == "kill_after":
@@ -859,24 +896,15 @@ class FfmpegDriver:
                     if proc.manifest is not None:
                         proc.manifest.notes.append(line)
                 self._finish_manifest(proc, h)
-            h.cameras.clear()
-            files = {cam: [] for cam in h.attempted}
+            files: dict[int, list[Path]] = {cam: [] for cam in h.attempted}
             for cam, proc in h.procs.items():
                 files[cam] = drop_empty_segments(proc.segments())
                 proc.tidy_log()
-            notes = [line for line in h.notes if line not in h.reported]
-            h.result = RecordingResult(h.booking_id, h.run, files, notes)
-        with self._lock:
-            self._handles.pop(id(h), None)
-        return h.result
+            return self._open.finish(h, files)
 
     def _recording(self, camera: int) -> FfmpegCamera | None:
-        with self._lock:
-            handles = list(self._handles.values())
-        for h in handles:
-            if camera in h.cameras:
-                return h.procs[camera]
-        return None
+        h = self._open.holding(camera)
+        return h.procs[camera] if h is not None else None
 
     def snapshot(self, camera: int, handle: RecordingHandle | None = None) -> bytes:
         proc = self._own(handle).procs.get(camera) if handle is not None else None
@@ -943,12 +971,8 @@ class FfmpegDriver:
         return None
 
     def close(self) -> None:
-        with self._lock:
-            handles = list(self._handles.values())
-        for handle in handles:
+        for handle in self._open.all():
             self.stop(handle)
 
     def _own(self, handle: RecordingHandle) -> FfmpegRecording:
-        if not isinstance(handle, FfmpegRecording):
-            raise TypeError(f"{self.name} driver got a foreign handle: {handle!r}")
-        return handle
+        return self._open.own(handle)

@@ -47,6 +47,7 @@ from controller.drivers.camera import (
     CameraEvent,
     CameraInfo,
     CameraProbe,
+    OpenRecordings,
     Recording,
     RecordingHandle,
     RecordingResult,
@@ -254,8 +255,7 @@ class Picamera2Driver:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.lib = _Lib.load()
-        self._handles: dict[int, Picamera2Recording] = {}
-        self._lock = threading.Lock()
+        self._open = OpenRecordings(Picamera2Recording, self.name)
 
     @property
     def mode(self) -> str:
@@ -387,9 +387,7 @@ class Picamera2Driver:
             pc.manifest.extra.update({"started_at_source": source,
                                       "first_sensor_timestamp_us": first_us})
             pc.manifest.write(pc.cam_dir)
-        with self._lock:
-            self._handles[id(handle)] = handle
-        return handle
+        return self._open.add(handle)
 
     def _sync_server(self, handle: Picamera2Recording) -> int | None:
         """The sync server's camera number when every camera can sync (Pi 5), else None."""
@@ -504,25 +502,16 @@ class Picamera2Driver:
                 thread.join(timeout + 1.0)
             for pc in live:
                 self._finish_manifest(pc, h)
-            h.cameras.clear()
             files: dict[int, list[Path]] = {cam: [] for cam in h.attempted}
             for cam, pc in h.cams.items():
                 files[cam] = drop_empty_segments(run_segments(pc.cam_dir, h.run))
-            notes = [line for line in h.notes if line not in h.reported]
-            h.result = RecordingResult(h.booking_id, h.run, files, notes)
-        with self._lock:
-            self._handles.pop(id(h), None)
-        return h.result
+            return self._open.finish(h, files)
 
     # --- stills and checks -------------------------------------------------------------------
 
     def _recording(self, camera: int) -> _PiCam | None:
-        with self._lock:
-            handles = list(self._handles.values())
-        for h in handles:
-            if camera in h.cameras:
-                return h.cams[camera]
-        return None
+        h = self._open.holding(camera)
+        return h.cams[camera] if h is not None else None
 
     def snapshot(self, camera: int, handle: RecordingHandle | None = None) -> bytes:
         if handle is not None:
@@ -599,15 +588,11 @@ class Picamera2Driver:
         return CameraProbe(cam, True, f"camera {cam} ok: {self.mode} ({model})")
 
     def close(self) -> None:
-        with self._lock:
-            handles = list(self._handles.values())
-        for handle in handles:
+        for handle in self._open.all():
             self.stop(handle)
 
     def _own(self, handle: RecordingHandle) -> Picamera2Recording:
-        if not isinstance(handle, Picamera2Recording):
-            raise TypeError(f"picamera2 driver got a foreign handle: {handle!r}")
-        return handle
+        return self._open.own(handle)
 
 
 __all__ = ["Picamera2Driver", "Picamera2Recording", "picamera2_available"]
