@@ -167,9 +167,17 @@ class Supervisor:
                     break
                 if self.stop_event.is_set():
                     break
-                self.waiter.wait(sleep)
+                if self.waiter.wait(sleep):
+                    # A nudge means a booking changed elsewhere (API, CLI): push it out now.
+                    self._wake_sidecars()
         finally:
             self.shutdown()
+
+    def _wake_sidecars(self) -> None:
+        for sidecar in self.sidecars:
+            wake = getattr(sidecar, "wake", None)
+            if wake is not None:
+                wake()
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -579,6 +587,8 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
         )
         if sync is not None:
             supervisor.sidecars.append(sync)
+            # The booking system hears of a change when it happens, not at the next tick.
+            store.on_outbox.append(sync.wake)
         return supervisor
     except Exception:
         listener.close()

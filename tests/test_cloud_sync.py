@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -490,6 +491,64 @@ def test_worker_backs_off_during_an_outage_and_catches_up(
     finally:
         worker.stop()
     assert not worker.is_alive()
+
+
+class CountingSync:
+    """Stands in for SupabaseSync: counts rounds, fails while `down` is set."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.rounds = threading.Semaphore(0)
+
+    def run_once(self, stop: threading.Event | None = None) -> dict[str, Any]:
+        self.rounds.release()
+        return {"pull": {}, "errors": ["connection refused"] if self.down else []}
+
+
+def test_a_wake_pushes_at_once_but_never_cuts_a_back_off_short() -> None:
+    fake = CountingSync()
+    worker = SyncWorker(fake, interval_s=30, max_backoff_s=600)  # type: ignore[arg-type]
+    worker.start()
+    try:
+        assert fake.rounds.acquire(timeout=5)  # the first round runs at start
+        worker.wake()
+        assert fake.rounds.acquire(timeout=5), "a wake while healthy runs a round now"
+        fake.down = True
+        worker.wake()
+        assert fake.rounds.acquire(timeout=5)  # this round fails: back-off of 30 s or more
+        assert worker.failures == 1
+        worker.wake()
+        assert not fake.rounds.acquire(timeout=1.0), "a wake must not cut the back-off short"
+    finally:
+        worker.stop()
+    assert not worker.is_alive()
+
+
+def test_the_supervisor_pushes_its_own_changes_as_they_happen(
+    fake: FakeSupabase, sync_settings: Settings
+) -> None:
+    from controller.supervisor import create_supervisor
+
+    remote_booking(fake, "b1", 2)
+    settings = sync_settings.model_copy(update={"supabase_sync_s": 300.0})
+    ctx = open_context(settings)
+    sup = create_supervisor(settings, ctx.store)
+    try:
+        (worker,) = sup.sidecars
+        deadline = time.monotonic() + 10
+        while worker.rounds < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ctx.store.get("b1").state == "confirmed"  # the first round pulled it
+        ctx.store.fire("b1", "cancel", detail="court closed")
+        # With a 300 s tick only the store's outbox listener can bring this within seconds.
+        while time.monotonic() < deadline:
+            if (fake.row("bookings", id="b1") or {}).get("status") == "cancelled":
+                break
+            time.sleep(0.02)
+        assert (fake.row("bookings", id="b1") or {}).get("status") == "cancelled"
+    finally:
+        sup.shutdown()
+        ctx.close()
 
 
 def test_start_sync_needs_the_url_and_key(tmp_path: Path, sctx: Context) -> None:

@@ -264,3 +264,22 @@ def test_schema_is_at_the_newest_migration_and_matches_the_models(tmp_path) -> N
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def test_outbox_listeners_hear_every_queued_change_and_cannot_break_it(
+    store: BookingStore,
+) -> None:
+    heard: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("listener bug")
+
+    store.on_outbox.extend([broken, lambda: heard.append("x")])
+    store.create(T0, T0 + timedelta(minutes=30), booking_id="b1")
+    store.fire("b1", "start")
+    store.note("b1", "camera 1 is slow")  # history only, nothing for the booking system
+    with pytest.raises(InvalidTrigger):
+        store.fire("b1", "upload")
+    assert heard == ["x", "x"]
+    assert store.get("b1").state == "recording"
+    assert len(store.outbox_pending()) == 2

@@ -267,8 +267,10 @@ def test_booking_from_the_booking_system_comes_back_uploaded(world: Any) -> None
         fake.add("bookings", id="remote-1", user_id="u-1", camera_id="e2e",
                  start_time=start.isoformat(), end_time=(start + timedelta(seconds=4))
                  .isoformat(), status="confirmed")
+        # One sync round at start pulls the booking; with a 300 s tick every later push is
+        # one the supervisor's state changes woke.
         world.start(extra_env={"EZREC_SUPABASE_URL": fake.url,
-                               "EZREC_SUPABASE_KEY": fake.key, "EZREC_SUPABASE_SYNC_S": "1"})
+                               "EZREC_SUPABASE_KEY": fake.key, "EZREC_SUPABASE_SYNC_S": "300"})
         wait_for(lambda: (fake.row("bookings", id="remote-1") or {}).get("status")
                  == "video_uploaded", 120, "the booking system to hear video_uploaded")
         video = fake.row("videos", booking_id="remote-1")

@@ -332,3 +332,29 @@ def test_idle_sleep_is_long_and_nudge_wakes(world: Any) -> None:
     world.sup.request_stop()
     t.join(5)
     assert woke.is_set()
+
+
+def test_a_nudge_wakes_the_sync_so_a_change_is_pushed_now(world: Any) -> None:
+    class Sidecar:
+        def __init__(self) -> None:
+            self.woken = threading.Event()
+            self.stopped = False
+
+        def wake(self) -> None:
+            self.woken.set()
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    sidecar = Sidecar()
+    world.sup.sidecars.append(sidecar)
+    loop = threading.Thread(target=world.sup.run)
+    loop.start()
+    try:
+        assert not sidecar.woken.wait(0.3)  # an idle loop leaves the sync to its own pace
+        world.sup._wake()  # what the API and the CLI send after they change a booking
+        assert sidecar.woken.wait(5)
+    finally:
+        world.sup.request_stop()
+        loop.join(10)
+    assert not loop.is_alive() and sidecar.stopped

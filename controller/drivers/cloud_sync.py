@@ -631,7 +631,7 @@ class SyncWorker(threading.Thread):
         self.last_report: dict[str, Any] | None = None
 
     def wake(self) -> None:
-        """Push now (a booking changed) instead of at the next tick."""
+        """Push now (a booking changed) instead of at the next tick; not while backing off."""
         self._wake.set()
 
     def stop(self, timeout: float | None = 10.0) -> None:
@@ -664,9 +664,19 @@ class SyncWorker(threading.Thread):
                 self.failures += 1
                 log.exception("sync round crashed")
             self.rounds += 1
-            wait = max(0.0, self.delay() - (time.monotonic() - started))
-            self._wake.wait(wait)
+            self._sleep(started + self.delay())
+
+    def _sleep(self, until: float) -> None:
+        # A wake cuts a normal pause short, but not a back-off: during an outage every state
+        # change would otherwise hammer the far side at once.
+        while not self.stop_event.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            woken = self._wake.wait(left)
             self._wake.clear()
+            if woken and self.failures == 0:
+                return
 
 
 def start_sync(

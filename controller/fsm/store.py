@@ -10,6 +10,7 @@ class, so there is exactly one way a booking changes.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import secrets
@@ -43,6 +44,8 @@ from controller.fsm.machine import (
     next_state,
 )
 from controller.fsm.retry import RetryPolicy
+
+log = logging.getLogger("ezrec.store")
 
 BOOKING_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 USER_ID = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
@@ -154,6 +157,9 @@ class BookingStore:
         self.max_length = max_length
         self.clock = clock
         self.rng = rng
+        # Called after a commit that queued outbox rows (the sync pushes them now, not at its
+        # next tick). Called from whichever thread wrote: keep them quick and thread-safe.
+        self.on_outbox: list[Callable[[], None]] = []
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -296,6 +302,7 @@ class BookingStore:
                 session.add(_outbox(booking.to_dict(), "booking", None, now))
         except IntegrityError:
             raise Conflict(f"booking {booking_id} exists already", booking_id) from None
+        self._outbox_written()
         return booking
 
     def fire(
@@ -394,7 +401,16 @@ class BookingStore:
                 change = {"from": current.state, "to": dest, "trigger": trigger,
                           "detail": detail, "error": error}
                 session.add(_outbox(after, "transition", change, now, values))
+        if trigger != "note":
+            self._outbox_written()
         return self.get(booking_id)
+
+    def _outbox_written(self) -> None:
+        for listener in self.on_outbox:
+            try:
+                listener()
+            except Exception:  # a listener's bug must not turn a committed change into an error
+                log.exception("outbox listener failed")
 
     def outbox_pending(self, limit: int = 100) -> list[OutboxRow]:
         """Undelivered changes, oldest first: the order they must reach the booking system."""
