@@ -19,8 +19,6 @@ from controller.drivers.builder import (
     BuildSpec,
     Feed,
     Overlay,
-    _place_overlays,
-    _run_ffmpeg,
     build,
     command_lines,
     feeds_from_raw_dir,
@@ -29,6 +27,8 @@ from controller.drivers.builder import (
     spec_from_settings,
     validate,
 )
+from controller.drivers.builder.ffmpeg_run import run_ffmpeg
+from controller.drivers.builder.plan import place_overlays
 from controller.drivers.media import ffprobe
 from tests._media_fixtures import (
     FPS,
@@ -180,7 +180,7 @@ def test_overlay_placement_stays_in_frame_without_overlap(
         (Overlay(Path("x.png"), f"l{i}", pos, frac, margin), iw, ih)
         for i, (pos, frac, iw, ih) in enumerate(logos)
     ]
-    placed = _place_overlays(items, 640, 240)
+    placed = place_overlays(items, 640, 240)
     assert len(placed) == len(items)
     for o, x, y, w, h in placed:
         assert x >= 0 and x + w <= 640 and y >= 0 and y + h <= 240, o
@@ -523,7 +523,7 @@ def test_a_failing_progress_callback_never_stalls_the_reader(tmp_path: Path) -> 
         calls.append(seconds)
         raise RuntimeError("database is locked")
 
-    _run_ffmpeg([str(fake)], 3.0, broken, None)
+    run_ffmpeg([str(fake)], 3.0, broken, None)
     assert calls == [1.0, 2.0, 3.0]
 
 

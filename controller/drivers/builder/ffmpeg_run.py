@@ -1,0 +1,136 @@
+"""Running one ffmpeg (progress parsed, stderr drained, stoppable) and checking what it
+wrote before it replaces anything."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from controller.drivers.builder.spec import (
+    BuildError,
+)
+from controller.drivers.media import ProbeError, ffprobe, video_stream
+
+log = logging.getLogger("ezrec.builder")
+
+STOP_GRACE_S = 5.0  # how long ffmpeg gets to finish cleanly after 'q' before it is killed
+
+
+def durable_replace(temp: Path, final: Path) -> None:
+    # fsync before and after the rename: a power cut must leave the old or the new file whole.
+    with temp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(temp, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def run_ffmpeg(
+    argv: list[str],
+    expected_s: float,
+    report: Callable[[float], None],
+    stop: threading.Event | None,
+) -> None:
+    """Run one ffmpeg with -progress on stdout, stderr drained, stoppable; raise on failure."""
+    cmd = [argv[0], "-progress", "pipe:1", "-nostats", *argv[1:]]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,  # a Ctrl-C meant for the supervisor must not kill the encode
+    )  # fmt: skip
+    tail: deque[str] = deque(maxlen=30)
+
+    def drain_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            tail.append(line.decode(errors="replace").rstrip())
+
+    def read_progress() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            key, _, value = raw.decode(errors="replace").strip().partition("=")
+            if key == "out_time_us" and value.lstrip("-").isdigit():
+                try:
+                    report(max(0, int(value)) / 1e6 if expected_s > 0 else 0.0)
+                except Exception:  # a failing progress callback must never stall the encode
+                    log.exception("progress callback failed")
+
+    threads = [threading.Thread(target=t, daemon=True) for t in (drain_stderr, read_progress)]
+    for t in threads:
+        t.start()
+    stopped = False
+    while proc.poll() is None:
+        if stop is None:
+            proc.wait()
+        elif stop.wait(0.2):
+            stopped = True
+            _stop_process(proc)
+            break
+    proc.wait()
+    for t in threads:
+        t.join(timeout=5)
+    if stopped:
+        raise BuildError("stopped")
+    if proc.returncode != 0:
+        errors = [line for line in tail if line.strip()]
+        detail = errors[-1] if errors else "no output"
+        raise BuildError(f"ffmpeg failed (exit {proc.returncode}): {detail}")
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    # 'q' lets ffmpeg close its output properly; a signal only if it does not listen.
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"q")
+        proc.stdin.close()
+    except (OSError, ValueError):
+        pass
+    for sig, wait in ((None, STOP_GRACE_S), (signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        if sig is not None and proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def validate(
+    path: Path, expected_duration: float, width: int, height: int, tolerance: float = 0.5
+) -> None:
+    """Raise BuildError unless ``path`` is an MP4 with the size and duration expected."""
+    try:
+        info = ffprobe(path, "-show_format", "-show_streams")
+    except ProbeError as exc:
+        raise BuildError(f"output unreadable: {exc}") from None
+    stream = video_stream(info)
+    if stream is None:
+        raise BuildError("output has no video stream")
+    got_w, got_h = int(stream.get("width") or 0), int(stream.get("height") or 0)
+    if (got_w, got_h) != (width, height):
+        raise BuildError(f"output is {got_w}x{got_h}, expected {width}x{height}")
+    try:
+        duration = float(info.get("format", {}).get("duration") or stream.get("duration") or 0)
+    except ValueError:
+        duration = 0.0
+    if abs(duration - expected_duration) > tolerance:
+        raise BuildError(
+            f"output lasts {duration:.2f} s, expected {expected_duration:.2f} s "
+            f"(tolerance {tolerance:.2f} s)"
+        )
+    # A header can be right about a file whose frames are not: decode the first frame.
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-map", "0:v:0"]
+    cmd += ["-frames:v", "1", "-f", "null", "-"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise BuildError(f"output not decodable: {lines[-1] if lines else 'unknown error'}")

@@ -1,0 +1,178 @@
+"""What a build is asked for and what it gives back: feeds, overlays, spec, result."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from controller.config import Settings
+
+LAYOUTS = ("side_by_side", "stacked", "pip", "single", "separate")
+POSITIONS = (
+    "top_left", "top", "top_right", "left", "right", "bottom_left", "bottom", "bottom_right"
+)  # fmt: skip
+SEGMENT_SUFFIXES = (".ts", ".mp4", ".m4s", ".mkv")
+SEGMENT_NAME = re.compile(r"^(\d+)-(\d+)$")
+
+
+ProgressFn = Callable[[float], None]
+
+
+# -- public data ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Feed:
+    """One camera's recording: its segments in time order, possibly from several runs."""
+
+    camera: int
+    segments: list[Path]
+    started_at: float | None  # wall-clock epoch of the first frame (from the first run)
+    rotation: int = 0  # 0/90/180/270, clockwise
+    # (run, started_at) for every run with a manifest: the downtime between runs is kept.
+    run_starts: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Overlay:
+    path: Path  # a cached, checked PNG (alpha) from the media cache
+    name: str  # "venue_logo", "user_logo", "sponsor1".."sponsor3"
+    position: str  # one of POSITIONS
+    width_frac: float = 0.12  # logo width relative to the output frame width
+    margin: int = 24
+    opacity: float = 1.0
+
+
+@dataclass
+class BuildSpec:
+    booking_id: str
+    feeds: list[Feed]
+    output: Path  # for layout "separate": <stem>-cam<N>.mp4 next to it
+    layout: str
+    width: int  # per-camera size every feed is normalised to
+    height: int
+    fps: int
+    start_at: float | None = None  # booking start (epoch): the pre-roll before it is cut
+    duration: float | None = None  # booking length (s): the video never exceeds it
+    intro: Path | None = None
+    overlays: list[Overlay] = field(default_factory=list)
+    encoder: str = "libx264"
+    preset: str = "veryfast"
+    crf: int = 23
+    bitrate_kbps: int | None = None  # for encoders without CRF (h264_v4l2m2m)
+    cache_dir: Path | None = None  # where re-encoded intros are kept (the media dir)
+    fast_path: bool = True  # allow the stream-copy path when nothing is drawn on the recording
+
+
+@dataclass
+class BuildResult:
+    outputs: list[Path]
+    duration_s: float  # of the first output, intro included
+    width: int
+    height: int
+    notes: list[str]  # degradations, for the booking's history
+    fast_path: bool = False
+    elapsed_s: float = 0.0
+
+
+class BuildError(Exception):
+    """The build failed; str(exc) is the reason stored as the booking's last_error."""
+
+
+# -- inputs: raw dir -> feeds --------------------------------------------------------------
+def feeds_from_raw_dir(raw_dir: Path, rotations: Sequence[int] = ()) -> list[Feed]:
+    """The feeds of a booking's raw dir (``cam<N>/<run>-<seq>.ts`` + ``run-<run>.json``)."""
+    feeds: list[Feed] = []
+    if not raw_dir.is_dir():
+        return feeds
+    cams = [p for p in raw_dir.iterdir() if p.is_dir() and re.fullmatch(r"cam\d+", p.name)]
+    for cam_dir in sorted(cams, key=lambda p: int(p.name[3:])):
+        camera = int(cam_dir.name[3:])
+        segments = sorted(
+            p for p in cam_dir.iterdir() if p.suffix in SEGMENT_SUFFIXES and p.is_file()
+        )
+        run_starts: list[tuple[int, float]] = []
+        for manifest in sorted(cam_dir.glob("run-*.json")):
+            try:
+                data = json.loads(manifest.read_text())
+                run_starts.append((int(data["run"]), float(data["started_at"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a manifest without a start only costs the alignment of that run
+        run_starts.sort()
+        first_run = _run_of(segments[0]) if segments else None
+        started = dict(run_starts).get(first_run) if first_run is not None else None
+        rotation = int(rotations[camera]) if camera < len(rotations) else 0
+        feeds.append(Feed(camera, segments, started, rotation, tuple(run_starts)))
+    return feeds
+
+
+def spec_from_settings(
+    settings: Settings,
+    booking_id: str,
+    feeds: list[Feed],
+    output: Path,
+    start_at: float | None,
+    duration: float | None,
+    intro: Path | None,
+    overlays: list[Overlay],
+) -> BuildSpec:
+    """A BuildSpec with the layout, size and encoder the settings ask for."""
+    wide = settings.layout in ("side_by_side", "stacked")
+    kbps = settings.camera_bitrate_kbps * (settings.cameras if wide else 1)
+    return BuildSpec(
+        booking_id=booking_id,
+        feeds=[replace(f, rotation=settings.rotation_for(f.camera)) for f in feeds],
+        output=output,
+        layout=settings.layout,
+        width=settings.width,
+        height=settings.height,
+        fps=settings.fps,
+        start_at=start_at,
+        duration=duration,
+        intro=intro,
+        overlays=overlays,
+        encoder=settings.video_encoder,
+        preset=settings.x264_preset,
+        crf=settings.crf,
+        bitrate_kbps=kbps,
+        cache_dir=settings.media_dir,
+    )
+
+
+def overlays_from_settings(
+    settings: Settings,
+    venue_logo: Path | None = None,
+    user_logo: Path | None = None,
+    sponsors: Sequence[Path | None] = (),
+) -> list[Overlay]:
+    """The five overlay slots of the seed system, placed where the settings say."""
+    common = {
+        "width_frac": settings.logo_width,
+        "margin": settings.logo_margin,
+        "opacity": settings.logo_opacity,
+    }
+    out: list[Overlay] = []
+    if venue_logo is not None:
+        out.append(Overlay(venue_logo, "venue_logo", settings.logo_position, **common))
+    if user_logo is not None:
+        out.append(Overlay(user_logo, "user_logo", settings.user_logo_position, **common))
+    for i, sponsor in enumerate(list(sponsors)[:3], start=1):
+        if sponsor is not None:
+            out.append(Overlay(sponsor, f"sponsor{i}", settings.sponsor_position, **common))
+    return out
+
+
+def output_paths(spec: BuildSpec, cameras: Iterable[int] | None = None) -> list[Path]:
+    """Where the finished video(s) go: one file, or one per camera for layout separate."""
+    if spec.layout != "separate":
+        return [spec.output]
+    cams = list(cameras) if cameras is not None else [f.camera for f in spec.feeds]
+    return [spec.output.with_name(f"{spec.output.stem}-cam{c}{spec.output.suffix}") for c in cams]
+
+
+def _run_of(path: Path) -> int:
+    match = SEGMENT_NAME.match(path.stem)
+    return int(match.group(1)) if match else 0
