@@ -630,6 +630,39 @@ class Recording:
     result: RecordingResult | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def failed_to_start(self, camera: int, why: str) -> None:
+        """Note a camera that did not start; poll() reports it once."""
+        line = f"camera {camera} failed to start: {why}"
+        self.notes.append(line)
+        self.pending.append((CameraEvent(camera, "failed_to_start", why), line))
+        log.warning("%s (booking %s)", line, self.booking_id)
+
+    def lose(
+        self, camera: int, kind: Literal["died", "stalled"], detail: str
+    ) -> tuple[CameraEvent, str]:
+        """Take a camera that stopped mid-slot out of the recording; the others go on."""
+        self.cameras.remove(camera)
+        line = f"camera {camera} {kind} {detail}"
+        self.notes.append(line)
+        self.reported.add(line)
+        log.warning("%s (booking %s)", line, self.booking_id)
+        return CameraEvent(camera, kind, detail), line
+
+    def close_manifest(
+        self, camera: int, manifest: RunManifest | None, cam_dir: Path, stopped_at: float,
+        note: str | None = None,
+    ) -> None:
+        """Write the run's end (and why, if it ended early) into its manifest."""
+        if manifest is None:
+            return
+        manifest.stopped_at = stopped_at
+        if note:
+            manifest.notes.append(note)
+        try:
+            manifest.write(cam_dir)
+        except OSError as exc:  # the disk failing must not stop the other camera's stop
+            self.notes.append(f"camera {camera}: could not update its run manifest ({exc})")
+
 
 HandleT = TypeVar("HandleT", bound=Recording)
 
@@ -803,10 +836,7 @@ class FfmpegDriver:
             proc = handle.procs.pop(cam, None)
             if proc is not None:
                 self._discard_failed(proc)
-            line = f"camera {cam} failed to start: {failures[cam]}"
-            handle.notes.append(line)
-            handle.pending.append((CameraEvent(cam, "failed_to_start", failures[cam]), line))
-            log.warning("%s (booking %s)", line, booking_id)
+            handle.failed_to_start(cam, failures[cam])
         if not handle.procs:
             raise CameraError("no camera could start: " + "; ".join(handle.notes))
         for cam, proc in sorted(handle.procs.items()):
@@ -851,29 +881,15 @@ class FfmpegDriver:
                     why = f"no new frame for {now - proc.last_progress:.1f} s; process killed"
                 else:
                     continue
-                h.cameras.remove(cam)
-                detail = f"after {now - proc.spawned_at:.1f} s: {why}"
-                line = f"camera {cam} {kind} {detail}"
-                h.notes.append(line)
-                h.reported.add(line)
-                events.append(CameraEvent(cam, kind, detail))
-                log.warning("%s (booking %s)", line, h.booking_id)
+                event, line = h.lose(cam, kind, f"after {now - proc.spawned_at:.1f} s: {why}")
+                events.append(event)
                 self._finish_manifest(proc, h, line)
         return events
 
     def _finish_manifest(self, proc: FfmpegCamera, handle: FfmpegRecording,
                          note: str | None = None) -> None:
-        if proc.manifest is None:
-            return
-        proc.manifest.stopped_at = proc.last_frame_wall() or time.time()
-        if note:
-            proc.manifest.notes.append(note)
-        try:
-            proc.manifest.write(proc.cam_dir)
-        except OSError as exc:  # the disk failing must not stop the other camera's stop
-            handle.notes.append(
-                f"camera {proc.camera}: could not update its run manifest ({exc})"
-            )
+        stopped_at = proc.last_frame_wall() or time.time()
+        handle.close_manifest(proc.camera, proc.manifest, proc.cam_dir, stopped_at, note)
 
     def bytes_written(self, handle: RecordingHandle) -> int:
         h = self._own(handle)

@@ -54,6 +54,7 @@ from controller.drivers.camera import (
     RunManifest,
     camera_dir,
     drop_empty_segments,
+    manifest_path,
     next_run,
     run_segments,
     segment_path,
@@ -370,11 +371,8 @@ class Picamera2Driver:
                 self._release(pc, handle)
                 if not drop_empty_segments(run_segments(pc.cam_dir, run)):
                     with contextlib.suppress(FileNotFoundError):
-                        (pc.cam_dir / f"run-{run:03d}.json").unlink()
-            line = f"camera {cam} failed to start: {failures[cam]}"
-            handle.notes.append(line)
-            handle.pending.append((CameraEvent(cam, "failed_to_start", failures[cam]), line))
-            log.warning("%s (booking %s)", line, booking_id)
+                        manifest_path(pc.cam_dir, run).unlink()
+            handle.failed_to_start(cam, failures[cam])
         if not handle.cams:
             raise CameraError("no camera could start: " + "; ".join(handle.notes))
         if sync_server is not None and len(handle.cams) > 1:
@@ -439,15 +437,8 @@ class Picamera2Driver:
 
     def _finish_manifest(self, pc: _PiCam, handle: Picamera2Recording,
                          note: str | None = None) -> None:
-        if pc.manifest is None:
-            return
-        pc.manifest.stopped_at = pc.output.last_frame_wall or time.time()
-        if note:
-            pc.manifest.notes.append(note)
-        try:
-            pc.manifest.write(pc.cam_dir)
-        except OSError as exc:  # the disk failing must not stop the other camera's stop
-            handle.notes.append(f"camera {pc.camera}: could not update its run manifest ({exc})")
+        stopped_at = pc.output.last_frame_wall or time.time()
+        handle.close_manifest(pc.camera, pc.manifest, pc.cam_dir, stopped_at, note)
 
     def poll(self, handle: RecordingHandle) -> list[CameraEvent]:
         h = self._own(handle)
@@ -466,13 +457,9 @@ class Picamera2Driver:
                     kind, why = "stalled", f"no frame for {now - pc.output.last_frame:.1f} s"
                 else:
                     continue
-                h.cameras.remove(cam)
                 detail = f"after {now - pc.started:.1f} s: {why}; camera released"
-                line = f"camera {cam} {kind} {detail}"
-                h.notes.append(line)
-                h.reported.add(line)
-                events.append(CameraEvent(cam, kind, detail))
-                log.warning("%s (booking %s)", line, h.booking_id)
+                event, line = h.lose(cam, kind, detail)
+                events.append(event)
                 self._release(pc, h)
                 self._finish_manifest(pc, h, line)
         return events
