@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response
@@ -32,6 +33,18 @@ def token_matches(given: bytes | None, expected: bytes) -> bool:
     # compare_digest takes the same time whatever prefix matches; a missing token is compared
     # too, so that its absence is not faster to detect than a wrong one.
     return hmac.compare_digest(given or b"", expected) and given is not None
+
+
+def authorized(request: Request) -> bool:
+    """Whether this request may see capabilities (presigned URLs, video links).
+
+    The same rule as for changes: with a token configured, only its bearer; without one the
+    server listens on loopback only and the check is off (`api.server.check_bind`).
+    """
+    configured = request.app.state.api.settings.api_token
+    if configured is None:
+        return True
+    return token_matches(bearer_token(request.scope), configured.get_secret_value().encode())
 
 
 class BearerAuthMiddleware:

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from api.auth import authorized
 from api.errors import ApiError
 from api.media import shown
 from api.schemas import (
@@ -33,10 +34,26 @@ from controller.fsm.machine import CANCELLED
 from controller.fsm.store import new_booking_id
 
 GENERATED_ID_TRIES = 5
+# Keys whose value grants access to a video by itself: only the token's bearer may see them.
+CAPABILITY_KEYS = frozenset({"presigned_url"})
 
 
-def _booking(booking: Booking) -> dict[str, Any]:
+def without_capabilities(value: Any) -> Any:
+    """`value` with every capability key dropped, however deep (the upload list nests them)."""
+    if isinstance(value, dict):
+        return {
+            k: without_capabilities(v) for k, v in value.items() if k not in CAPABILITY_KEYS
+        }
+    if isinstance(value, list):
+        return [without_capabilities(v) for v in value]
+    return value
+
+
+def booking_json(booking: Booking, *, capabilities: bool) -> dict[str, Any]:
+    """A booking as every route answers it; presigned URLs only when `capabilities`."""
     data = booking.to_dict()
+    if not capabilities:
+        data["extra"] = without_capabilities(data["extra"])
     media = data["extra"].get("media")
     if isinstance(media, dict):
         # Signed URLs carry credentials in their query: the answer shows where, not the key.
@@ -47,10 +64,14 @@ def _booking(booking: Booking) -> dict[str, Any]:
     return data
 
 
-def _with_history(store: BookingStore, booking_id: str) -> dict[str, Any]:
+def _with_history(
+    store: BookingStore, booking_id: str, capabilities: bool
+) -> dict[str, Any]:
     booking = store.get(booking_id)
     history = store.history(booking_id)
-    return _booking(booking) | {"history": [row.to_dict() for row in history]}
+    return booking_json(booking, capabilities=capabilities) | {
+        "history": [row.to_dict() for row in history]
+    }
 
 
 async def list_bookings(request: Request) -> JSONResponse:
@@ -70,7 +91,8 @@ async def list_bookings(request: Request) -> JSONResponse:
     found = await run_in_threadpool(
         store.list, state=states or None, start_from=start_from, start_to=start_to, limit=limit
     )
-    return JSONResponse([_booking(b) for b in found])
+    capable = authorized(request)
+    return JSONResponse([booking_json(b, capabilities=capable) for b in found])
 
 
 async def create_booking(request: Request) -> JSONResponse:
@@ -97,14 +119,16 @@ async def create_booking(request: Request) -> JSONResponse:
             if not generated_clash or attempt == GENERATED_ID_TRIES - 1:
                 raise
     return JSONResponse(
-        _booking(booking), status_code=201, headers={"Location": f"/bookings/{booking.id}"}
+        booking_json(booking, capabilities=authorized(request)), status_code=201, headers={"Location": f"/bookings/{booking.id}"}
     )
 
 
 async def get_booking(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
     store = api_state(request).store
-    return JSONResponse(await run_in_threadpool(_with_history, store, booking_id))
+    return JSONResponse(
+        await run_in_threadpool(_with_history, store, booking_id, authorized(request))
+    )
 
 
 async def reschedule_booking(request: Request) -> JSONResponse:
@@ -124,7 +148,7 @@ async def reschedule_booking(request: Request) -> JSONResponse:
         changes=changes,
         detail="rescheduled through the API",
     )
-    return JSONResponse(_booking(booking))
+    return JSONResponse(booking_json(booking, capabilities=authorized(request)))
 
 
 def _cancel(store: BookingStore, booking_id: str) -> Booking:
@@ -138,7 +162,7 @@ async def cancel_booking(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
     state = api_state(request)
     booking = await state.change(_cancel, state.store, booking_id)
-    return JSONResponse(_booking(booking))
+    return JSONResponse(booking_json(booking, capabilities=authorized(request)))
 
 
 async def retry_booking(request: Request) -> JSONResponse:
@@ -153,5 +177,5 @@ async def retry_booking(request: Request) -> JSONResponse:
         admin=True,
         detail="retry requested through the API",
     )
-    return JSONResponse(_booking(booking))
+    return JSONResponse(booking_json(booking, capabilities=authorized(request)))
 
