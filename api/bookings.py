@@ -119,7 +119,9 @@ async def create_booking(request: Request) -> JSONResponse:
             if not generated_clash or attempt == GENERATED_ID_TRIES - 1:
                 raise
     return JSONResponse(
-        booking_json(booking, capabilities=authorized(request)), status_code=201, headers={"Location": f"/bookings/{booking.id}"}
+        booking_json(booking, capabilities=authorized(request)),
+        status_code=201,
+        headers={"Location": f"/bookings/{booking.id}"},
     )
 
 
