@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?= 6
 
-.PHONY: demo test bench lint ffmpeg setup clean
+.PHONY: demo test bench lint ffmpeg postgresql setup clean
 
 setup: $(STAMP) ffmpeg
 
@@ -25,8 +25,15 @@ ffmpeg:
 demo: setup
 	EZREC_DATA_DIR=$${EZREC_DATA_DIR:-$(CURDIR)/demo-data} $(BIN)/ezrec demo --seconds $(DEMO_SECONDS)
 
+# The test session runs its own PostgreSQL cluster (initdb/pg_ctl, not the system service),
+# so Debian's server binaries must be there; installed only when missing.
+postgresql:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  ( $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql )
+
 # The test session starts its own PostgreSQL cluster and S3 (moto) server on loopback.
-test: setup
+test: setup postgresql
 	$(BIN)/ruff check controller api tests bench
 	$(BIN)/python -m pytest -q
 
