@@ -7,7 +7,9 @@ unattended box that guesses is worse than one that refuses to start and says why
 from __future__ import annotations
 
 import os
+import re
 import socket
+import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +28,10 @@ Layout = Literal["side_by_side", "stacked", "pip", "single", "separate"]
 Position = Literal[
     "top_left", "top", "top_right", "left", "right", "bottom_left", "bottom", "bottom_right"
 ]
+
+
+SHARE_FIELDS = frozenset({"booking", "clip", "key", "token"})
+SMTP_SCHEMES = ("smtp://", "smtps://", "smtp+starttls://")
 
 
 class ConfigError(Exception):
@@ -100,6 +106,15 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=1, le=65535)
 
+    # Replays: marks, clips, share links, the players' email (docs/replays.md)
+    clip_before_s: float = Field(default=25.0, ge=0, le=600)
+    clip_after_s: float = Field(default=5.0, ge=0, le=600)
+    mark_gpio_pin: str | None = None  # BCM 17, GPIO17 or BOARD11; unset: no button
+    share_url_template: str | None = None  # e.g. https://example.com/v/{booking}?t={token}
+    share_link_h: float = Field(default=168.0, gt=0, le=168)  # S3 caps presigned URLs at 7 days
+    smtp_url: SecretStr | None = None  # smtp:// smtps:// smtp+starttls://user:pass@host:port
+    notify_from: str | None = None
+
     # Reliability
     max_attempts: int = Field(default=5, ge=1, le=100)
     retry_base_s: float = Field(default=30.0, gt=0)
@@ -137,6 +152,49 @@ class Settings(BaseSettings):
             raise ValueError("must start with file:// or s3://")
         return value
 
+    @field_validator("mark_gpio_pin", mode="before")
+    @classmethod
+    def _gpio_pin(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        text = str(value).strip().upper()
+        if not re.fullmatch(r"(?:(?:GPIO|BCM)?\d{1,2}|BOARD\d{1,2}|J8:\d{1,2})", text):
+            raise ValueError("must be a GPIO pin such as 17, GPIO17 or BOARD11")
+        return text
+
+    @field_validator("share_url_template")
+    @classmethod
+    def _share_template(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL")
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        unknown = sorted(fields - SHARE_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown field {{{unknown[0]}}} (known: {', '.join(sorted(SHARE_FIELDS))})"
+            )
+        if "booking" not in fields:
+            raise ValueError("must contain {booking}")
+        return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().startswith(SMTP_SCHEMES):
+            raise ValueError(f"must start with {', '.join(SMTP_SCHEMES)}")
+        return value
+
+    @field_validator("notify_from")
+    @classmethod
+    def _notify_from(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", value.strip()):
+            raise ValueError("must be an email address such as ezrec@venue.example")
+        return value.strip() if value else None
+
     @field_validator("db_url")
     @classmethod
     def _db_url(cls, value: str) -> str:
@@ -154,6 +212,10 @@ class Settings(BaseSettings):
         if len(self.rotation) > self.cameras:
             raise ValueError(
                 f"rotation lists {len(self.rotation)} cameras, CAMERAS is {self.cameras}"
+            )
+        if self.smtp_url is not None and not self.notify_from:
+            raise ValueError(
+                "EZREC_NOTIFY_FROM must be set with EZREC_SMTP_URL (mail needs a sender)"
             )
         if self.retry_max_s < self.retry_base_s:
             raise ValueError("retry_max_s must not be smaller than retry_base_s")
@@ -178,7 +240,7 @@ class Settings(BaseSettings):
     def public_dict(self) -> dict[str, Any]:
         """Settings for display: secrets are masked, never printed."""
         out = self.model_dump(mode="json")
-        for key in ("supabase_key", "api_token"):
+        for key in ("supabase_key", "api_token", "smtp_url"):
             if out.get(key):
                 out[key] = "***"
         return out

@@ -316,11 +316,16 @@ class BookingStore:
         admin: bool = False,
         changes: dict[str, Any] | None = None,
         retry_by: datetime | None = None,
+        within: Callable[[Session], None] | None = None,
+        push: bool = False,
     ) -> Booking:
         """Apply `trigger` to the booking as one transaction; return the updated booking.
 
         `retry_by` caps the backoff of a `fail` (a recording is retried at the latest when
-        its slot ends, so that what it recorded is finalised then).
+        its slot ends, so that what it recorded is finalised then). `within` writes rows that
+        belong to this change (a replay mark) in the same transaction, after the versioned
+        update succeeded. `push` sends a `note` to the booking system too (a renewed share
+        link); other notes stay local.
         """
         current = self.get(booking_id)
         if expected_version is not None and expected_version != current.version:
@@ -382,6 +387,8 @@ class BookingStore:
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 actual = session.scalar(select(Booking.version).where(Booking.id == booking_id))
                 raise StaleVersion(booking_id, current.version, actual)
+            if within is not None:
+                within(session)
             session.execute(
                 insert(TransitionRow).values(
                     booking_id=booking_id,
@@ -394,14 +401,14 @@ class BookingStore:
                     error=error,
                 )
             )
-            if trigger != "note":
+            if trigger != "note" or push:
                 after = current.to_dict() | {
                     k: v for k, v in values.items() if k in ("state", "version")
                 }
                 change = {"from": current.state, "to": dest, "trigger": trigger,
                           "detail": detail, "error": error}
                 session.add(_outbox(after, "transition", change, now, values))
-        if trigger != "note":
+        if trigger != "note" or push:
             self._outbox_written()
         return self.get(booking_id)
 
