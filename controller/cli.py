@@ -18,13 +18,14 @@ from rich.table import Table
 from controller.config import ConfigError
 from controller.context import Context, open_context
 from controller.db import Booking, TransitionRow
+from controller.dbhealth import DatabaseUnavailable, describe, is_unavailable
 from controller.fsm import STATES, BookingError, InvalidTrigger, diagram
 from controller.timeparse import TimeFormatError, parse_time
 
 # Piped output (scripts, tests, logs) must not be cut at 80 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
 
-USER_ERRORS = (BookingError, InvalidTrigger, ConfigError, TimeFormatError)
+USER_ERRORS = (BookingError, InvalidTrigger, ConfigError, TimeFormatError, DatabaseUnavailable)
 
 
 class EzrecGroup(click.Group):
@@ -33,6 +34,15 @@ class EzrecGroup(click.Group):
             return super().invoke(ctx)
         except USER_ERRORS as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            # A database lost in the middle of a command is the venue's network or server,
+            # not a bug: one line naming the setting, not SQLAlchemy's traceback.
+            if not is_unavailable(exc):
+                raise
+            opened = (ctx.obj or {}).get("context")
+            click.echo(f"error: {describe(exc, opened.settings.db_url if opened else None)}",
+                       err=True)
             sys.exit(1)
 
 

@@ -31,8 +31,11 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from controller.dbhealth import DatabaseUnavailable, describe, is_unavailable, safe_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -239,27 +242,90 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+def _pg_timeouts(url: str) -> dict[str, Any]:
+    """libpq options so that a server that vanished fails a call within seconds instead of
+    blocking the supervisor's loop for the kernel's TCP timeout (minutes); the URL's own
+    query parameters win."""
+    wanted = {
+        "connect_timeout": 5,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
+    try:
+        given = set(make_url(url).query)
+    except (ArgumentError, ValueError):
+        return {}  # create_engine says what is wrong with the URL
+    if not url.startswith("postgresql+psycopg"):
+        return {}  # other drivers spell their options differently
+    return {key: value for key, value in wanted.items() if key not in given}
+
+
+def _bad_url(url: str, driver_url: str, exc: Exception) -> str:
+    shown = safe_url(url)
+    if isinstance(exc, NoSuchModuleError):  # a subclass of ArgumentError: test it first
+        return (
+            f"EZREC_DB_URL={shown}: unknown database driver (use sqlite:///PATH, or "
+            "postgresql://USER@HOST/DB with pip install 'ezrec[postgres]')"
+        )
+    if isinstance(exc, ArgumentError | ValueError):  # ValueError: a port that is no number
+        return (
+            "EZREC_DB_URL is not a database URL (use sqlite:////var/lib/ezrec/state.db or "
+            "postgresql://USER:PASSWORD@HOST/DATABASE)"
+        )
+    module = getattr(exc, "name", None) or str(exc)
+    # psycopg itself missing, or its libpq wrapper ("no pq wrapper available").
+    if module.split(".")[0] == "psycopg" or driver_url.startswith("postgresql+psycopg:"):
+        return (
+            f"EZREC_DB_URL={shown} needs PostgreSQL support (the Python module psycopg), "
+            "which is not installed: pip install 'ezrec[postgres]'"
+        )
+    return (
+        f"EZREC_DB_URL={shown} needs the Python module {module!r}, which is not installed: "
+        "pip install it, or use postgresql://... with pip install 'ezrec[postgres]'"
+    )
+
+
 class Database:
     """The engine, a session factory and the schema version for one database URL."""
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
+        """Raises DatabaseUnavailable (one line naming EZREC_DB_URL) when the URL cannot be
+        used: unparsable, an unknown or missing driver, a server that does not answer."""
         self.url = url
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             path = url.split("sqlite:///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise DatabaseUnavailable(
+                        f"EZREC_DB_URL={url}: cannot create its directory: {exc.strerror}"
+                    ) from None
             kwargs["connect_args"] = {"timeout": 10, "check_same_thread": False}
-        elif url.startswith("postgresql://"):
-            # psycopg 3 is the driver we install; the bare scheme would ask for psycopg2.
-            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        elif url.startswith("postgresql"):
+            if url.startswith("postgresql://"):
+                # psycopg 3 is the driver we install; the bare scheme would ask for psycopg2.
+                url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
             kwargs["pool_pre_ping"] = True
-        self.engine = create_engine(url, **kwargs)
+            kwargs["connect_args"] = _pg_timeouts(url)
+        try:
+            self.engine = create_engine(url, **kwargs)
+        except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
+            raise DatabaseUnavailable(_bad_url(self.url, url, exc)) from None
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if migrate:
-            self.migrate()
+            try:
+                self.migrate()
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                self.engine.dispose()
+                raise DatabaseUnavailable(describe(exc, self.url)) from None
 
     def alembic_config(self) -> AlembicConfig:
         cfg = AlembicConfig()

@@ -1,6 +1,10 @@
 """A private PostgreSQL cluster for the test session: initdb into a temporary directory, a free
 loopback port, stopped and removed afterwards. As root it runs as the `postgres` user, since
-PostgreSQL refuses to run as root."""
+PostgreSQL refuses to run as root.
+
+`PostgresCluster` is also used on its own by tests that stop and start the server under a
+running process (a database outage), so that they never take the shared server down.
+"""
 
 from __future__ import annotations
 
@@ -38,39 +42,83 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """Yields a base URL `postgresql://ezrec@127.0.0.1:PORT` of a running server."""
-    root = Path(tempfile.mkdtemp(prefix="ezrec-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    port = _free_port()
-    subprocess.run(
-        _as_postgres([_pg_bin("initdb"), "-D", str(data), "-U", "ezrec", "--auth=trust",
-                      "--no-sync", "-E", "UTF8"]),
-        check=True, capture_output=True,
-    )
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        _as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-o", opts, "-l",
-                      str(root / "log"), "-w", "-t", "60", "start"]),
-        check=True, capture_output=True,
-    )
-    try:
+class PostgresCluster:
+    """One initdb'd cluster on a fixed loopback port, which can be stopped and started again
+    (same port, same data) to stand for a database server that goes away and comes back."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="ezrec-pg-"))
+        self.data = self.root / "data"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.port = _free_port()
+        subprocess.run(
+            _as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-U", "ezrec",
+                          "--auth=trust", "--no-sync", "-E", "UTF8"]),
+            check=True, capture_output=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://ezrec@127.0.0.1:{self.port}"
+
+    def running(self) -> bool:
+        status = subprocess.run(
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "status"]),
+            capture_output=True,
+        )
+        return status.returncode == 0
+
+    def start(self) -> None:
+        """Start the server (nothing to do if it runs) and wait until it accepts connections."""
+        if self.running():
+            return
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
+                          str(self.root / "log"), "-w", "-t", "60", "start"]),
+            check=True, capture_output=True,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
             time.sleep(0.1)
-        yield f"postgresql://ezrec@127.0.0.1:{port}"
-    finally:
+
+    def stop(self) -> None:
+        """Fast shutdown: open connections are cut, as when the server or its host goes."""
         subprocess.run(
-            _as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
             capture_output=True,
         )
-        shutil.rmtree(root, ignore_errors=True)
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"{self.url}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"{self.url}/{name}"
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """Yields a base URL `postgresql://ezrec@127.0.0.1:PORT` of a running server."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster.url
+    finally:
+        cluster.remove()
+
+
+def database_name(request: pytest.FixtureRequest) -> str:
+    return "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
 
 
 @pytest.fixture
@@ -78,7 +126,7 @@ def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> Iterat
     """A fresh database on the session's server for one test."""
     import psycopg
 
-    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    name = database_name(request)
     with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
