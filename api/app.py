@@ -19,8 +19,10 @@ from starlette.routing import Route
 
 from api import bookings, cameras, media, monitoring
 from api.auth import BearerAuthMiddleware
+from api.headers import SecurityHeadersMiddleware
 from api.errors import EXCEPTION_HANDLERS
 from api.openapi import document
+from api.page import routes as page_routes
 from api.state import ApiState
 from controller.config import Settings, load_settings
 from controller.context import Context, open_context
@@ -85,8 +87,11 @@ def create_app(settings: Settings | None = None, *, context: Context | None = No
             state.close()
 
     app = Starlette(
-        routes=routes(),
-        middleware=[Middleware(BearerAuthMiddleware, token=token)],
+        routes=[*routes(), *page_routes()],
+        middleware=[
+            Middleware(SecurityHeadersMiddleware, settings=ctx.settings),
+            Middleware(BearerAuthMiddleware, token=token),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

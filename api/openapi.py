@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.page_openapi import PAGE_PATHS
 from api.schemas import (
     DEFAULT_LIST,
     ID_PATTERN,
@@ -446,7 +447,7 @@ def document(token_required: bool) -> dict[str, Any]:
             "are JSON `{\"error\": code, \"detail\": text}`. Mutating routes need "
             "`Authorization: Bearer <EZREC_API_TOKEN>` when a token is configured.",
         },
-        "paths": _paths(secured),
+        "paths": _paths(secured) | PAGE_PATHS,
         "components": {
             "schemas": SCHEMAS,
             "responses": responses,
