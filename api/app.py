@@ -19,8 +19,8 @@ from starlette.routing import Route
 
 from api import bookings, cameras, media, monitoring
 from api.auth import BearerAuthMiddleware
-from api.headers import SecurityHeadersMiddleware
 from api.errors import EXCEPTION_HANDLERS
+from api.headers import SecurityHeadersMiddleware
 from api.openapi import document
 from api.page import routes as page_routes
 from api.state import ApiState
