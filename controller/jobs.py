@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from controller import clips as clips_mod
 from controller.config import Settings
 from controller.db import Booking
 from controller.drivers import builder as builder_mod
@@ -26,6 +27,8 @@ class BuildOutcome:
     outputs: list[Path]
     duration_s: float
     notes: list[str] = field(default_factory=list)
+    # Per output path: where the booking sits in it (builder.Timeline.to_dict), for the clips.
+    timeline: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -33,6 +36,7 @@ class UploadOutcome:
     objects: list[dict[str, Any]]
     video_url: str
     presigned_url: str | None = None
+    notes: list[str] = field(default_factory=list)  # clips left out, for the history
 
 
 def raw_dir(settings: Settings, booking_id: str) -> Path:
@@ -147,7 +151,8 @@ def build_video(
 ) -> BuildOutcome:
     spec, notes = build_spec(settings, booking, cache)
     result = builder_mod.build(spec, on_progress=on_progress, stop=stop)
-    return BuildOutcome(result.outputs, result.duration_s, notes + list(result.notes))
+    timeline = {str(path): t.to_dict() for path, t in result.timeline.items()}
+    return BuildOutcome(result.outputs, result.duration_s, notes + list(result.notes), timeline)
 
 
 def outputs_of(booking: Booking) -> list[Path]:
@@ -168,6 +173,13 @@ def upload_video(
     if not outputs:
         raise storage_mod.StorageError("no processed video recorded for this booking")
     missing = [str(p) for p in outputs if not p.is_file()]
+    notes: list[str] = []
+    if not missing:
+        # The replay clips go with the video; only the ones not cut yet are cut now. A clip
+        # that cannot be cut is left out (and said so): it must not hold the video back.
+        notes = clips_mod.ensure_clips(settings, booking, stop)
+    clip_files = {p for p in clips_mod.clip_files(booking) if p.is_file()}
+    outputs = outputs + sorted(clip_files)
     if missing:
         # The finished file is gone (disk swapped?): the raw files are still there, so the
         # caller sends the booking back to processing rather than failing forever.
@@ -201,8 +213,9 @@ def upload_video(
                 "sha256": stored.sha256,
                 "etag": stored.etag,
                 "presigned_url": presigned,
+                "kind": "clip" if path in clip_files else "video",
                 "uploaded_at": datetime.now().astimezone().isoformat(),
             }
         )
         done_before += path.stat().st_size
-    return UploadOutcome(objects, objects[0]["url"], objects[0]["presigned_url"])
+    return UploadOutcome(objects, objects[0]["url"], objects[0]["presigned_url"], notes)

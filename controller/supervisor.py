@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from controller import jobs
+from controller import clips, jobs
 from controller.config import Settings
 from controller.db import Booking, utcnow
 from controller.fsm import BookingStore, StaleVersion
@@ -434,15 +434,18 @@ class Supervisor:
                 "extra": {
                     "outputs": [str(p) for p in outcome.outputs],
                     "duration_s": outcome.duration_s,
+                    # The replay clips to cut from it, planned from the booking's marks.
+                    **clips.build_extra(self.settings, self.store, booking_id, outcome.timeline),
                 },
             },
         )
 
     def _uploaded(self, booking_id: str, outcome: jobs.UploadOutcome) -> None:
+        notes = "".join(f"; {note}" for note in outcome.notes)
         self._fire_quietly(
             booking_id,
             "upload",
-            detail=f"uploaded and verified: {outcome.video_url}",
+            detail=f"uploaded and verified: {outcome.video_url}{notes}",
             changes={
                 "video_url": outcome.video_url,
                 "extra": {"uploaded": outcome.objects, "presigned_url": outcome.presigned_url},
@@ -479,7 +482,7 @@ class Supervisor:
             if max(times) + grace > now:
                 continue
             shutil.rmtree(jobs.raw_dir(self.settings, booking.id), ignore_errors=True)
-            for path in jobs.outputs_of(booking):
+            for path in jobs.outputs_of(booking) + clips.clip_files(booking):
                 path.unlink(missing_ok=True)
             self._fire_quietly(
                 booking.id,
