@@ -19,8 +19,9 @@ from starlette.responses import JSONResponse, Response
 from api.errors import ApiError
 from api.state import ApiState, api_state
 from controller.db import utcnow
-from controller.drivers.camera import CameraError, camera_dir, snapshot_from_segments
+from controller.drivers.camera import CameraError, snapshot_from_segments
 from controller.fsm.machine import CONFIRMED
+from controller.recordings import camera_dir
 from controller.status import HEARTBEAT_STALE_S
 
 # How long before a booking's pre-roll the cameras are left alone.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from controller import clips as clips_mod
+from controller import recordings
 from controller.config import Settings
 from controller.db import Booking
 from controller.drivers import builder as builder_mod
@@ -49,10 +50,7 @@ def processed_path(settings: Settings, booking_id: str) -> Path:
 
 def has_recording(settings: Settings, booking_id: str) -> bool:
     """True when at least one non-empty segment of the booking is on disk."""
-    folder = raw_dir(settings, booking_id)
-    if not folder.is_dir():
-        return False
-    return any(f.stat().st_size > 0 for f in folder.glob("cam*/*.ts"))
+    return recordings.has_footage(raw_dir(settings, booking_id))
 
 
 def media_sources(settings: Settings, booking: Booking) -> dict[str, Any]:
@@ -213,6 +211,7 @@ def upload_video(
                 "sha256": stored.sha256,
                 "etag": stored.etag,
                 "presigned_url": presigned,
+                "kind": "clip" if path in clip_files else "video",
                 "kind": "clip" if path in clip_files else "video",
                 "uploaded_at": datetime.now().astimezone().isoformat(),
             }

@@ -23,10 +23,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from controller import clips, jobs
+from controller import clips, jobs, recordings
 from controller.config import Settings
 from controller.db import Booking, utcnow
-from controller.fsm import BookingStore, StaleVersion
+from controller.drivers.camera import CameraDriver, CameraError, RecordingHandle
+from controller.fsm import BookingStore, InvalidTrigger, StaleVersion
 from controller.fsm.machine import (
     COMPLETED,
     CONFIRMED,
@@ -37,27 +38,23 @@ from controller.fsm.machine import (
 
 log = logging.getLogger("ezrec.supervisor")
 
+# What a write attempted on a booking read a moment ago can meet when an operator (API, CLI)
+# changed it meanwhile: a newer version, or a state the trigger no longer applies to.
+CHANGED_MEANWHILE = (StaleVersion, InvalidTrigger)
+
 # Below this a real-time clock is certainly wrong (a Pi without RTC boots in 1970).
 SANE_CLOCK_AFTER = datetime(2025, 1, 1).astimezone()
 POLL_WHILE_BUSY_S = 1.0
 IDLE_WAKE_S = 60.0
 STALL_S = 30.0
+# How long after a booking's end (beyond the pre-roll) the next one on exclusive cameras may
+# start and still take them over running: stopping and reopening a real camera takes seconds.
+HANDOVER_GAP_S = 5.0
 RETENTION_EVERY_S = 300.0
 CAMERAS_EVERY_S = 60.0
 # A multipart upload untouched this long belongs to nobody any more (a box that was off longer
 # just starts that upload over).
 STALE_UPLOAD_S = 7 * 24 * 3600.0
-
-
-class Cameras(Protocol):
-    name: str
-
-    def discover(self) -> list[Any]: ...
-    def start(self, booking_id: str, out_dir: Path) -> Any: ...
-    def poll(self, handle: Any) -> list[Any]: ...
-    def bytes_written(self, handle: Any) -> int: ...
-    def stop(self, handle: Any, timeout: float = 5.0) -> Any: ...
-    def close(self) -> None: ...
 
 
 class Notifier(Protocol):
@@ -93,10 +90,13 @@ class Active:
     """A recording in progress, owned by the loop."""
 
     booking_id: str
-    handle: Any
+    handle: RecordingHandle
     end_time: datetime
     bytes: int = 0
     grew_at: float = field(default_factory=time.monotonic)
+    # The booking whose raw dir the cameras were started in: after hand-overs a camera may
+    # still write there for a later booking, so that folder is not removed meanwhile.
+    origin: str = ""
 
 
 @dataclass
@@ -112,7 +112,7 @@ class Supervisor:
         self,
         settings: Settings,
         store: BookingStore,
-        cameras: Cameras,
+        cameras: CameraDriver,
         storage: Any,
         media: Any,
         notifier: Notifier,
@@ -152,9 +152,6 @@ class Supervisor:
         self._healthy = True
         self._cameras: list[Any] = []
         self._cameras_at = -1e9
-        # A camera that cannot run two sessions at once (a real sensor) hands over at the
-        # boundary instead of pre-rolling under the previous booking.
-        self.exclusive = bool(getattr(cameras, "exclusive", False))
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -201,9 +198,10 @@ class Supervisor:
                 break
             try:
                 self._advance(booking, now)
-            except StaleVersion as exc:
-                # Someone else (API, CLI) changed it meanwhile: look again next pass.
-                log.info("%s", exc)
+            except CHANGED_MEANWHILE as exc:
+                # Someone else (API, CLI, a worker) changed it between our read and our write:
+                # normal, not an error. Look again next pass.
+                log.info("%s: %s", booking.id, exc)
         self._collect_jobs()
         self._retention(now)
         self._heartbeat(now)
@@ -244,8 +242,8 @@ class Supervisor:
             else:
                 self.store.fire(booking.id, "miss", detail="the slot ended with nothing recorded")
             return
-        if self.exclusive and any(a.end_time > now for a in self.active.values()):
-            return  # the previous booking hands the cameras over when it stops
+        if self.cameras.exclusive and any(a.end_time > now for a in self.active.values()):
+            return  # the previous booking hands the running cameras over at its end
         problem = self._preflight(booking, now)
         if problem:
             self._fail_recording(booking.id, problem)
@@ -273,16 +271,16 @@ class Supervisor:
         except Exception as exc:
             self._fail_recording(booking_id, f"no camera could start: {exc}")
             return
-        self.active[booking_id] = Active(booking_id, handle, end_time)
-        cams = ", ".join(str(c) for c in getattr(handle, "cameras", []))
+        self.active[booking_id] = Active(booking_id, handle, end_time, origin=booking_id)
+        cams = ", ".join(str(c) for c in handle.cameras)
         what = "resumed recording" if resumed else "recording"
-        self.store.note(
-            booking_id, f"{what} with camera(s) {cams} (run {getattr(handle, 'run', 0)})"
-        )
-        for line in getattr(handle, "notes", []) or []:
+        self.store.note(booking_id, f"{what} with camera(s) {cams} (run {handle.run})")
+        for line in handle.notes:
             self.store.note(booking_id, line)
 
     def _finalise(self, booking_id: str, detail: str) -> None:
+        # Links a hand-over had not made yet when we were killed are made now.
+        recordings.relay_all(jobs.raw_dir(self.settings, booking_id))
         if jobs.has_recording(self.settings, booking_id):
             self.store.fire(
                 booking_id,
@@ -334,32 +332,84 @@ class Supervisor:
     def _watch_recordings(self, now: datetime) -> None:
         for booking_id, active in list(self.active.items()):
             try:
-                state = self.store.get(booking_id).state
-            except Exception:
-                state = None
-            if state != RECORDING:
-                # Cancelled (or changed) while recording: close the files, keep them.
-                self._stop(active, f"recording stopped: booking is now {state}")
-                continue
-            for event in self.cameras.poll(active.handle):
-                self.store.note(booking_id, f"camera {event.camera} {event.kind}: {event.detail}")
-            written = self.cameras.bytes_written(active.handle)
-            if written > active.bytes:
-                active.bytes, active.grew_at = written, time.monotonic()
-            elif time.monotonic() - active.grew_at > STALL_S:
-                self._healthy = False
-            if active.end_time <= now:
-                self._stop(active, None)
-                self._finalise(booking_id, "slot ended")
-            elif not getattr(active.handle, "cameras", [0]):
-                self._stop(active, None)
-                self._fail_recording(booking_id, "every camera stopped delivering")
+                self._watch(booking_id, active, now)
+            except CHANGED_MEANWHILE as exc:
+                # An operator changed it right now: the next pass sees the new state.
+                log.info("%s: %s", booking_id, exc)
+
+    def _watch(self, booking_id: str, active: Active, now: datetime) -> None:
+        try:
+            state = self.store.get(booking_id).state
+        except Exception:
+            state = None
+        if state != RECORDING:
+            # Cancelled (or changed) while recording: close the files, keep them.
+            self._stop(active, f"recording stopped: booking is now {state}")
+            return
+        for event in self.cameras.poll(active.handle):
+            self.store.note(booking_id, f"camera {event.camera} {event.kind}: {event.detail}")
+        written = self.cameras.bytes_written(active.handle)
+        if written > active.bytes:
+            active.bytes, active.grew_at = written, time.monotonic()
+        elif time.monotonic() - active.grew_at > STALL_S:
+            self._healthy = False
+        if active.end_time <= now:
+            self._end_recording(active, now)
+        elif not active.handle.cameras:
+            self._stop(active, None)
+            self._fail_recording(booking_id, "every camera stopped delivering")
+
+    def _end_recording(self, active: Active, now: datetime) -> None:
+        """The slot is over: stop the cameras, or hand them running to the next booking."""
+        following = self._following(active, now) if self.cameras.exclusive else None
+        if following is None or not self._hand_over(active, following, now):
+            self._stop(active, None)
+        self._finalise(active.booking_id, "slot ended")
+
+    def _following(self, active: Active, now: datetime) -> Booking | None:
+        """The booking that would open these cameras before they could be free again."""
+        soon = active.end_time + timedelta(seconds=self.settings.preroll_s + HANDOVER_GAP_S)
+        for booking in self.store.list(state=CONFIRMED, start_from=now, start_to=soon):
+            if booking.id != active.booking_id and self._preflight(booking, now) is None:
+                return booking
+        return None
+
+    def _hand_over(self, active: Active, following: Booking, now: datetime) -> bool:
+        """Keep the cameras running into `following`'s recording: no frame lost between them."""
+        folder = jobs.raw_dir(self.settings, following.id)
+        try:
+            self.store.fire(
+                following.id, "start", changes={"raw_dir": str(folder)},
+                detail=f"cameras taken over running from booking {active.booking_id}",
+            )
+        except CHANGED_MEANWHILE as exc:
+            log.info("%s: no hand-over: %s", following.id, exc)
+            return False
+        at = active.end_time.timestamp()
+        try:
+            result, handle = self.cameras.hand_over(active.handle, following.id, folder, at)
+        except CameraError as exc:
+            # The new booking is `recording` with nothing recording it: the next pass starts
+            # its cameras the ordinary way, once these are stopped.
+            self.store.note(following.id, f"hand-over failed ({exc}): cameras restart")
+            return False
+        self.active.pop(active.booking_id, None)
+        for line in result.notes:
+            self.store.note(active.booking_id, line)
+        self.store.note(active.booking_id, f"cameras handed over running to {following.id}")
+        self.active[following.id] = Active(
+            following.id, handle, following.end_time, origin=active.origin
+        )
+        cams = ", ".join(str(c) for c in handle.cameras)
+        self.store.note(following.id, f"recording with camera(s) {cams} (run {handle.run}), "
+                        f"continued from booking {active.booking_id} without a restart")
+        return True
 
     def _stop(self, active: Active, note: str | None) -> None:
         self.active.pop(active.booking_id, None)
         try:
             result = self.cameras.stop(active.handle)
-            for line in getattr(result, "notes", []) or []:
+            for line in result.notes:
                 self.store.note(active.booking_id, line)
         except Exception as exc:
             self._error(f"{active.booking_id}: stopping cameras failed: {exc}")
@@ -386,6 +436,8 @@ class Supervisor:
         def done(_future: Future[Any]) -> None:
             self._wake()
 
+        # Before the job starts: written after, it could overwrite the worker's first report.
+        self.store.set_progress(booking.id, stage, 0.0)
         if kind == "build":
             future = self.builds.submit(
                 self.build_fn, self.settings, booking, self.media, progress, self.stop_event
@@ -397,7 +449,6 @@ class Supervisor:
             )
         job.future = future
         self.jobs[booking.id] = job
-        self.store.set_progress(booking.id, stage, 0.0)
         future.add_done_callback(done)
 
     def _collect_jobs(self) -> None:
@@ -474,7 +525,10 @@ class Supervisor:
             except Exception as exc:  # storage unreachable: try again next round
                 log.info("abort_stale: %s", exc)
         grace = timedelta(hours=self.settings.retention_grace_h)
+        in_use = {active.origin for active in self.active.values()}
         for booking in self.store.uploaded_with_files():
+            if booking.id in in_use:
+                continue  # a camera handed over from it still writes into its folder
             uploaded = booking.extra.get("uploaded") or []
             times = [datetime.fromisoformat(o["uploaded_at"]) for o in uploaded]
             if not times or not all(o.get("sha256") for o in uploaded):

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from controller.drivers import picamera2 as driver_module
-from controller.drivers.camera import CameraError, open_camera_driver, read_runs
+from controller.drivers.camera import CameraError, open_camera_driver
 from controller.drivers.picamera2 import Picamera2Driver, picamera2_available
+from controller.recordings import read_runs
 from tests._camera_helpers import (
     FPS,
     H,

@@ -18,15 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.drivers.camera import (
-    CameraError,
-    FfmpegRecording,
-    RunManifest,
-    next_run,
-    open_camera_driver,
-    read_runs,
-)
+from controller.drivers.camera import CameraError, FfmpegRecording, open_camera_driver
 from controller.drivers.synthetic import FAIL_ENV, SyntheticDriver, parse_failures
+from controller.recordings import RunManifest, next_run, read_runs
 from tests._camera_helpers import (
     FPS,
     H,

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from controller.drivers import v4l2
-from controller.drivers.camera import camera_dir, read_runs
 from controller.drivers.v4l2 import (
     V4L2Driver,
     choose_input_format,
@@ -17,6 +16,7 @@ from controller.drivers.v4l2 import (
     discover_devices,
     parse_formats,
 )
+from controller.recordings import camera_dir, read_runs
 from tests._camera_helpers import FPS, H, W, ffprobe, small_settings
 
 # What ffmpeg 5.1 prints for `-f v4l2 -list_formats all -i /dev/video0` with a Logitech C920.

@@ -43,6 +43,7 @@ class Result:
 
 class FakeCameras:
     name = "fake"
+    exclusive = False
 
     def __init__(self) -> None:
         self.started: list[tuple[str, datetime]] = []

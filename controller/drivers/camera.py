@@ -6,10 +6,7 @@ for `ezrec doctor`. Three drivers implement it: `synthetic` (ffmpeg test pattern
 cameras through ffmpeg) and `picamera2` (Raspberry Pi CSI cameras); `open_camera_driver()` picks
 one from the settings.
 
-This module also owns the raw recording layout that drivers write and the builder reads
-(shared contract, see docs): `<raw>/<booking>/cam<N>/<run:03d>-<seq:05d>.ts` MPEG-TS segments
-and one `run-<run:03d>.json` manifest per recording run, written atomically. `read_runs()` is the
-reader for the builder and for crash recovery.
+The raw recording layout that drivers write is owned by `controller.recordings`.
 
 The two ffmpeg-based drivers share `FfmpegDriver`: one ffmpeg process per camera writing with the
 segment muxer, watched through `-progress`, started so that it dies with the supervisor.
@@ -19,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import re
@@ -28,12 +24,27 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+
+from controller.recordings import (
+    LayoutError,
+    RunManifest,
+    Source,
+    camera_dir,
+    continue_run,
+    drop_empty_segments,
+    end_run_at,
+    manifest_path,
+    next_run,
+    relay,
+    run_segments,
+    segment_template,
+)
 
 if TYPE_CHECKING:
     from controller.config import Settings
@@ -91,10 +102,17 @@ class CameraError(Exception):
 
 class CameraDriver(Protocol):
     name: str
+    # A real sensor or device can be opened by one recording at a time: the next booking on
+    # it takes the running camera over (hand_over) instead of opening it during the pre-roll.
+    exclusive: bool
 
     def discover(self) -> list[CameraInfo]: ...
 
     def start(self, booking_id: str, out_dir: Path) -> RecordingHandle: ...
+
+    def hand_over(
+        self, handle: RecordingHandle, booking_id: str, out_dir: Path, at: float
+    ) -> tuple[RecordingResult, RecordingHandle]: ...
 
     def poll(self, handle: RecordingHandle) -> list[CameraEvent]: ...
 
@@ -141,190 +159,27 @@ def open_camera_driver(settings: Settings) -> CameraDriver:
     return SyntheticDriver(settings)
 
 
-# ---------------------------------------------------------------------------------------------
-# The raw layout: segments and run manifests
-# ---------------------------------------------------------------------------------------------
-
-SEGMENT_RE = re.compile(r"^(\d{3})-(\d{5})\.ts$")
-MANIFEST_RE = re.compile(r"^run-(\d{3})\.json$")
-CAMERA_DIR_RE = re.compile(r"^cam(\d+)$")
-MAX_RUN = 999  # three digits in the file names
-
-
-def camera_dir(out_dir: Path, camera: int) -> Path:
-    return out_dir / f"cam{camera}"
-
-
-def segment_path(cam_dir: Path, run: int, seq: int) -> Path:
-    return cam_dir / f"{run:03d}-{seq:05d}.ts"
+def first_timestamp(path: Path, timeout: float = 10.0) -> float | None:
+    """The first presentation timestamp in a segment (s), or None when it has none yet."""
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1",
+           "-show_entries", "packet=pts_time", "-of", "csv=p=0", str(path)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in done.stdout.decode(errors="replace").split():
+        with contextlib.suppress(ValueError):
+            return float(line.strip().strip(","))
+    return None
 
 
-def segment_template(cam_dir: Path, run: int) -> str:
-    """The file name pattern for ffmpeg's segment muxer."""
-    return str(cam_dir / f"{run:03d}-%05d.ts")
-
-
-def manifest_path(cam_dir: Path, run: int) -> Path:
-    return cam_dir / f"run-{run:03d}.json"
-
-
-def run_segments(cam_dir: Path, run: int) -> list[Path]:
-    """This run's segments in time order (names sort by time)."""
-    if not cam_dir.is_dir():
-        return []
-    found = []
-    for path in cam_dir.iterdir():
-        match = SEGMENT_RE.match(path.name)
-        if match and int(match.group(1)) == run:
-            found.append(path)
-    return sorted(found)
-
-
-def next_run(out_dir: Path) -> int:
-    """Max existing run number in any camera folder + 1, so that runs never overwrite."""
-    highest = -1
-    if out_dir.is_dir():
-        for cam in out_dir.iterdir():
-            if not (cam.is_dir() and CAMERA_DIR_RE.match(cam.name)):
-                continue
-            for path in cam.iterdir():
-                match = SEGMENT_RE.match(path.name) or MANIFEST_RE.match(path.name)
-                if match:
-                    highest = max(highest, int(match.group(1)))
-    if highest >= MAX_RUN:
-        raise CameraError(f"{out_dir}: run numbers exhausted ({MAX_RUN + 1} runs)")
-    return highest + 1
-
-
-_MANIFEST_KEYS = ("camera", "driver", "run", "started_at", "width", "height", "fps",
-                  "stopped_at", "notes")
-
-
-@dataclass
-class RunManifest:
-    """One recording run of one camera: `cam<N>/run-<run>.json`."""
-
-    camera: int
-    driver: str
-    run: int
-    started_at: float  # wall-clock epoch seconds of the run's first frame (best estimate)
-    width: int
-    height: int
-    fps: int
-    stopped_at: float | None = None  # None while running, or after a crash
-    notes: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # driver-specific keys, kept flat
-    directory: Path | None = field(default=None, compare=False)  # where it was read from
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.extra)
-        out.update({key: getattr(self, key) for key in _MANIFEST_KEYS})
-        out["notes"] = list(self.notes)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], directory: Path | None = None) -> RunManifest:
-        missing = [key for key in _MANIFEST_KEYS if key not in data and key != "notes"]
-        if missing:
-            raise ValueError(f"manifest lacks {', '.join(missing)}")
-        stopped = data.get("stopped_at")
-        return cls(
-            camera=int(data["camera"]),
-            driver=str(data["driver"]),
-            run=int(data["run"]),
-            started_at=float(data["started_at"]),
-            width=int(data["width"]),
-            height=int(data["height"]),
-            fps=int(data["fps"]),
-            stopped_at=None if stopped is None else float(stopped),
-            notes=[str(note) for note in data.get("notes", [])],
-            extra={k: v for k, v in data.items() if k not in _MANIFEST_KEYS},
-            directory=directory,
-        )
-
-    def segments(self) -> list[Path]:
-        return run_segments(self.directory, self.run) if self.directory else []
-
-    def write(self, cam_dir: Path) -> Path:
-        """Atomically (tmp + fsync + os.replace): a crash leaves the old or the new, never half."""
-        cam_dir.mkdir(parents=True, exist_ok=True)
-        self.directory = cam_dir
-        target = manifest_path(cam_dir, self.run)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        data = json.dumps(self.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(cam_dir)
-        return target
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename is only durable across a power cut once the directory entry is on disk.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def read_runs(raw_dir: Path) -> dict[int, list[RunManifest]]:
-    """Every run of every camera under a booking's raw dir: camera -> manifests by run.
-
-    Never raises on what a crash can leave behind: a run with segments but no (readable)
-    manifest gets one made up from the files, its started_at estimated from the first segment's
-    modification time, and a note saying so.
-    """
-    out: dict[int, list[RunManifest]] = {}
-    if not raw_dir.is_dir():
-        return out
-    for cam in sorted(raw_dir.iterdir()):
-        match = CAMERA_DIR_RE.match(cam.name)
-        if not (match and cam.is_dir()):
-            continue
-        number = int(match.group(1))
-        runs: dict[int, RunManifest] = {}
-        seg_runs: dict[int, list[Path]] = {}
-        for path in cam.iterdir():
-            if m := MANIFEST_RE.match(path.name):
-                try:
-                    runs[int(m.group(1))] = RunManifest.from_dict(
-                        json.loads(path.read_text()), directory=cam
-                    )
-                except (OSError, ValueError, TypeError) as exc:
-                    log.warning("%s: unreadable manifest (%s); rebuilt from segments", path, exc)
-            elif m := SEGMENT_RE.match(path.name):
-                seg_runs.setdefault(int(m.group(1)), []).append(path)
-        for run, paths in seg_runs.items():
-            if run in runs:
-                continue
-            first = min(paths)
-            runs[run] = RunManifest(
-                camera=number, driver="unknown", run=run,
-                started_at=first.stat().st_mtime, width=0, height=0, fps=0,
-                notes=["manifest missing: started_at estimated from the first segment's mtime"],
-                directory=cam,
-            )
-        if runs:
-            out[number] = [runs[key] for key in sorted(runs)]
-    return out
-
-
-def drop_empty_segments(paths: Iterable[Path]) -> list[Path]:
-    """Remove zero-byte segments (an opened-but-never-written file breaks concatenation)."""
-    kept = []
-    for path in paths:
-        try:
-            if path.stat().st_size == 0:
-                path.unlink()
-                continue
-        except FileNotFoundError:
-            continue
-        kept.append(path)
-    return kept
+def open_run(out_dir: Path) -> int:
+    """The number of a new run in a booking's raw dir (created), or CameraError."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return next_run(out_dir)
+    except (OSError, LayoutError) as exc:
+        raise CameraError(f"cannot record into {out_dir}: {exc}") from None
 
 
 def snapshot_from_segments(segments: Sequence[Path], timeout: float = 10.0) -> bytes:
@@ -709,6 +564,16 @@ class FfmpegRecording(Recording):
     """The handle an ffmpeg-based driver returns from start()."""
 
     procs: dict[int, FfmpegCamera] = field(default_factory=dict, repr=False)
+    # This booking's run per camera: the process's own, or one continued from the previous
+    # booking's run when the camera was handed over without stopping (see hand_over).
+    manifests: dict[int, RunManifest] = field(default_factory=dict, repr=False)
+
+    def files(self, camera: int) -> list[Path]:
+        manifest = self.manifests.get(camera)
+        if manifest is None:
+            return []
+        relay(manifest)  # a continued run links what the camera wrote since the last look
+        return manifest.segments()
 
 
 _ERROR_HINT = re.compile(r"rror|nvalid|No such|ould not|ailed|not supported|busy")
@@ -728,6 +593,7 @@ class FfmpegDriver:
     """Base of the synthetic and v4l2 drivers: everything except how a camera is read."""
 
     name = "ffmpeg"
+    exclusive = True
     realtime_input = True  # lavfi needs -re to be paced like a camera; a device paces itself
     probe_loglevel = "error"
 
@@ -788,11 +654,7 @@ class FfmpegDriver:
 
     def start(self, booking_id: str, out_dir: Path) -> FfmpegRecording:
         s = self.settings
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            run = next_run(out_dir)
-        except OSError as exc:
-            raise CameraError(f"cannot record into {out_dir}: {exc}") from None
+        run = open_run(out_dir)
         handle = FfmpegRecording(booking_id=booking_id, out_dir=out_dir, run=run)
         failures: dict[int, str] = {}
         for cam in range(s.cameras):
@@ -844,6 +706,7 @@ class FfmpegDriver:
             assert proc.manifest is not None
             proc.manifest.started_at = proc.started_at or proc.manifest.started_at
             proc.manifest.write(proc.cam_dir)
+            handle.manifests[cam] = proc.manifest
         return self._open.add(handle)
 
     def _arm(self, proc: FfmpegCamera, inject: Injection) -> None:
@@ -889,11 +752,18 @@ class FfmpegDriver:
     def _finish_manifest(self, proc: FfmpegCamera, handle: FfmpegRecording,
                          note: str | None = None) -> None:
         stopped_at = proc.last_frame_wall() or time.time()
-        handle.close_manifest(proc.camera, proc.manifest, proc.cam_dir, stopped_at, note)
+        manifest = handle.manifests.get(proc.camera)
+        cam_dir = camera_dir(handle.out_dir, proc.camera)
+        handle.close_manifest(proc.camera, manifest, cam_dir, stopped_at, note)
 
     def bytes_written(self, handle: RecordingHandle) -> int:
         h = self._own(handle)
-        return sum(proc.bytes_written() for proc in h.procs.values())
+        total = 0
+        for cam in h.procs:
+            for path in h.files(cam):
+                with contextlib.suppress(FileNotFoundError):
+                    total += path.stat().st_size
+        return total
 
     def stop(self, handle: RecordingHandle, timeout: float = 5.0) -> RecordingResult:
         h = self._own(handle)
@@ -909,14 +779,68 @@ class FfmpegDriver:
                     line = (f"camera {proc.camera} did not stop within {timeout:g} s and was "
                             "killed; its last segment may end early")
                     h.notes.append(line)
-                    if proc.manifest is not None:
-                        proc.manifest.notes.append(line)
+                    if proc.camera in h.manifests:
+                        h.manifests[proc.camera].notes.append(line)
                 self._finish_manifest(proc, h)
             files: dict[int, list[Path]] = {cam: [] for cam in h.attempted}
             for cam, proc in h.procs.items():
-                files[cam] = drop_empty_segments(proc.segments())
+                files[cam] = drop_empty_segments(h.files(cam))
                 proc.tidy_log()
             return self._open.finish(h, files)
+
+    def hand_over(
+        self, handle: RecordingHandle, booking_id: str, out_dir: Path, at: float
+    ) -> tuple[RecordingResult, FfmpegRecording]:
+        """End `handle`'s booking at wall time `at` and go on recording for the next one.
+
+        The cameras are not stopped: a device that cannot be opened twice would otherwise be
+        busy when the next booking starts, and the frames of the restart would be lost. The
+        segment holding `at` belongs to both bookings; each build cuts its own slot from it.
+        """
+        h = self._own(handle)
+        with h.lock:
+            if h.result is not None or not h.cameras:
+                raise CameraError("the recording to hand over has stopped")
+            run = open_run(out_dir)
+            new = FfmpegRecording(booking_id=booking_id, out_dir=out_dir, run=run)
+            for cam in list(h.cameras):
+                proc = h.procs[cam]
+                seq, wall = self._segment_holding(proc, at)
+                old = h.manifests[cam]
+                before = Source.from_dict(old.extra.get("continued_from"))
+                end_run_at(old, camera_dir(h.out_dir, cam), seq - (before.seq if before else 0),
+                           stopped_at=at)
+                new.manifests[cam] = continue_run(
+                    Source(proc.cam_dir, proc.run, seq), camera_dir(out_dir, cam), run, wall,
+                    old, booking_id,
+                )
+                new.procs[cam] = proc
+                new.attempted.append(cam)
+                new.cameras.append(cam)
+            files: dict[int, list[Path]] = {cam: [] for cam in h.attempted}
+            for cam in h.procs:
+                files[cam] = drop_empty_segments(h.files(cam))
+            result = self._open.finish(h, files)
+        return result, self._open.add(new)
+
+    def _segment_holding(self, proc: FfmpegCamera, at: float) -> tuple[int, float]:
+        """The process's segment that holds wall time `at`, and that segment's wall start.
+
+        Within one ffmpeg run the timestamps are continuous, so a segment's wall start is the
+        run's first frame plus the difference of first timestamps.
+        """
+        segments = proc.segments()
+        if not segments or proc.manifest is None:
+            raise CameraError(f"camera {proc.camera} has written no segment yet")
+        origin = first_timestamp(segments[0])
+        for path in reversed(segments):
+            start = first_timestamp(path)
+            if origin is None or start is None:
+                continue  # just opened, nothing to read yet: the one before holds `at`
+            wall = proc.manifest.started_at + (start - origin)
+            if wall <= at or path == segments[0]:
+                return int(path.name[4:9]), wall
+        return int(segments[0].name[4:9]), proc.manifest.started_at
 
     def _recording(self, camera: int) -> FfmpegCamera | None:
         h = self._open.holding(camera)

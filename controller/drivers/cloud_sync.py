@@ -475,6 +475,13 @@ class SupabaseSync:
         if change.get("trigger") == "reschedule":
             patch["start_time"] = booking["start_time"]
             patch["end_time"] = booking["end_time"]
+        if change.get("to") == "video_uploaded" and change.get("from") != "video_uploaded":
+            # The video row goes first: whoever sees `video_uploaded` up there must find it.
+            row = video_row(booking)
+            if row is not None:
+                self.client.table("videos").upsert(
+                    row, on_conflict="booking_id", returning=MINIMAL
+                ).execute()
         # Matching no row is fine: a booking made on the box itself is unknown up there.
         query = (
             self.client.table("bookings")
@@ -486,12 +493,6 @@ class SupabaseSync:
             # older news from here: the next pull brings it down (or reports why it cannot).
             query = query.or_(NOT_CANCELLED)
         query.execute()
-        if change.get("to") == "video_uploaded" and change.get("from") != "video_uploaded":
-            row = video_row(booking)
-            if row is not None:
-                self.client.table("videos").upsert(
-                    row, on_conflict="booking_id", returning=MINIMAL
-                ).execute()
 
     # -- up: health ------------------------------------------------------------------------
 

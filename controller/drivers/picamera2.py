@@ -30,10 +30,12 @@ thread with a time limit, because a camera whose cable came out can hang in libc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import inspect
 import io
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -51,15 +53,18 @@ from controller.drivers.camera import (
     Recording,
     RecordingHandle,
     RecordingResult,
+    open_run,
+    snapshot_from_segments,
+    take_pending,
+)
+from controller.recordings import (
     RunManifest,
     camera_dir,
     drop_empty_segments,
+    end_run_at,
     manifest_path,
-    next_run,
     run_segments,
     segment_path,
-    snapshot_from_segments,
-    take_pending,
 )
 
 if TYPE_CHECKING:
@@ -145,6 +150,10 @@ def _segment_output_class(output_base: type, pyav_output: Any) -> type:
             self._streams: list[tuple[Any, str, dict[str, Any]]] = []
             self._current: Any = None
             self._segment_start: int | None = None
+            # First timestamp of the recent segments, by seq: where a booking boundary falls.
+            self.starts: dict[int, int] = {}
+            # The encoder's thread writes, the supervisor's thread may redirect: one at a time.
+            self._lock = threading.Lock()
 
         def _open_next(self) -> Any:
             self.seq += 1
@@ -176,6 +185,10 @@ def _segment_output_class(output_base: type, pyav_output: Any) -> type:
             if self._current is not None:
                 self._current._add_stream(encoder_stream, codec_name, **kwargs)
 
+        def _started_segment(self, timestamp: int) -> None:
+            self.starts[self.seq] = timestamp
+            self.starts.pop(self.seq - 8, None)  # a boundary is never that far back
+
         def _on_error(self, exc: BaseException) -> None:
             self.error = f"{type(exc).__name__}: {exc}"
 
@@ -187,6 +200,34 @@ def _segment_output_class(output_base: type, pyav_output: Any) -> type:
             packet: Any = None,
             audio: bool = False,
         ) -> None:
+            with self._lock:
+                self._output(frame, keyframe, timestamp, packet, audio)
+
+        def continue_into(self, cam_dir: Path, run: int, at_us: int) -> tuple[int, int]:
+            """Write the next segments into another booking's run, from now on.
+
+            The segments from the one holding `at_us` (µs since the first frame) to the open
+            one are hard-linked into the new run, so they belong to both bookings; the open
+            one goes on growing under both names. Returns (its seq in the old run, its first
+            timestamp).
+            """
+            with self._lock:
+                if self._current is None or not self.starts:
+                    raise RuntimeError("the camera is not writing")
+                holding = max((q for q, t in self.starts.items() if t <= at_us),
+                              default=min(self.starts))
+                first_us = self.starts[holding]
+                cam_dir.mkdir(parents=True, exist_ok=True)
+                for seq in range(holding, self.seq + 1):
+                    os.link(segment_path(self.cam_dir, self.run, seq),
+                            segment_path(cam_dir, run, seq - holding))
+                last = self.seq
+                self.cam_dir, self.run, self.seq = cam_dir, run, self.seq - holding
+                self.starts = {q - holding: t for q, t in self.starts.items() if q >= holding}
+                return last, first_us
+
+        def _output(self, frame: Any, keyframe: bool, timestamp: int | None, packet: Any,
+                    audio: bool) -> None:
             if not self.recording or self._current is None:
                 return
             if (
@@ -206,8 +247,10 @@ def _segment_output_class(output_base: type, pyav_output: Any) -> type:
                     return
                 old.stop()
                 self._segment_start = timestamp
+                self._started_segment(timestamp)
             if self._segment_start is None and timestamp is not None:
                 self._segment_start = timestamp
+                self._started_segment(timestamp)
             self._current.outputframe(frame, keyframe, timestamp, packet, audio)
             if audio:
                 return
@@ -252,6 +295,7 @@ def _in_thread(work: Callable[[], None], timeout: float, name: str) -> bool:
 
 class Picamera2Driver:
     name = "picamera2"
+    exclusive = True  # libcamera lets one process, one Picamera2 object, hold a camera
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -297,11 +341,7 @@ class Picamera2Driver:
 
     def start(self, booking_id: str, out_dir: Path) -> Picamera2Recording:
         s = self.settings
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            run = next_run(out_dir)
-        except OSError as exc:
-            raise CameraError(f"cannot record into {out_dir}: {exc}") from None
+        run = open_run(out_dir)
         handle = Picamera2Recording(booking_id=booking_id, out_dir=out_dir, run=run)
         failures: dict[int, str] = {}
         try:
@@ -493,6 +533,49 @@ class Picamera2Driver:
             for cam, pc in h.cams.items():
                 files[cam] = drop_empty_segments(run_segments(pc.cam_dir, h.run))
             return self._open.finish(h, files)
+
+    def hand_over(
+        self, handle: RecordingHandle, booking_id: str, out_dir: Path, at: float
+    ) -> tuple[RecordingResult, Picamera2Recording]:
+        """End `handle`'s booking at wall time `at`; the cameras go on for the next booking.
+
+        A camera can be held by one Picamera2 object only: releasing it and opening it again
+        for the next booking loses the frames of the restart (seconds), or fails outright if
+        the release is slow. So the encoder keeps running and our output switches folders.
+        """
+        h = self._own(handle)
+        with h.lock:
+            if h.result is not None or not h.cameras:
+                raise CameraError("the recording to hand over has stopped")
+            run = open_run(out_dir)
+            new = Picamera2Recording(booking_id=booking_id, out_dir=out_dir, run=run)
+            for cam in list(h.cameras):
+                pc = h.cams[cam]
+                assert pc.manifest is not None
+                at_us = int((at - pc.manifest.started_at) * 1_000_000)
+                cam_dir = camera_dir(out_dir, cam)
+                try:
+                    last, first_us = pc.output.continue_into(cam_dir, run, at_us)
+                except (OSError, RuntimeError) as exc:
+                    raise CameraError(f"camera {cam}: cannot go on recording: {exc}") from None
+                manifest = RunManifest(
+                    camera=cam, driver=self.name, run=run,
+                    started_at=pc.manifest.started_at + first_us / 1e6,
+                    width=pc.manifest.width, height=pc.manifest.height, fps=pc.manifest.fps,
+                    extra={k: v for k, v in pc.manifest.extra.items() if k != "last_seq"}
+                    | {"continued_for": booking_id, "continued_from_booking": h.booking_id},
+                )
+                manifest.write(cam_dir)
+                end_run_at(pc.manifest, pc.cam_dir, last, stopped_at=at)
+                new.cams[cam] = dataclasses.replace(pc, cam_dir=cam_dir, manifest=manifest)
+                pc.released = True  # the camera now belongs to the new handle
+                new.attempted.append(cam)
+                new.cameras.append(cam)
+            files: dict[int, list[Path]] = {cam: [] for cam in h.attempted}
+            for cam, pc in h.cams.items():
+                files[cam] = drop_empty_segments(run_segments(pc.cam_dir, h.run))
+            result = self._open.finish(h, files)
+        return result, self._open.add(new)
 
     # --- stills and checks -------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -76,6 +77,27 @@ class BuildResult:
     notes: list[str]  # degradations, for the booking's history
     fast_path: bool = False
     elapsed_s: float = 0.0
+    # Per output: where the recording sits in it (the clips of replay marks are cut by this).
+    timeline: dict[Path, Timeline] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Where a finished video shows the booking: the intro ends at `intro_s`, the booking's
+    start time is shown at `booking_start_s` (later than the intro's end when stream copy
+    began on a keyframe before the start; earlier when the camera started late), and the
+    video lasts `duration_s`."""
+
+    intro_s: float
+    booking_start_s: float
+    duration_s: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "intro_s": round(self.intro_s, 6),
+            "booking_start_s": round(self.booking_start_s, 6),
+            "duration_s": round(self.duration_s, 6),
+        }
 
 
 class BuildError(Exception):
@@ -91,8 +113,17 @@ def feeds_from_raw_dir(raw_dir: Path, rotations: Sequence[int] = ()) -> list[Fee
     cams = [p for p in raw_dir.iterdir() if p.is_dir() and re.fullmatch(r"cam\d+", p.name)]
     for cam_dir in sorted(cams, key=lambda p: int(p.name[3:])):
         camera = int(cam_dir.name[3:])
+        # A run the camera went on recording after (a hand-over to the next booking) is cut
+        # where this booking's part of it ends.
+        limits: dict[int, int] = {}
+        for manifest in cam_dir.glob("run-*.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                data = json.loads(manifest.read_text())
+                if data.get("last_seq") is not None:
+                    limits[int(data["run"])] = int(data["last_seq"])
         segments = sorted(
-            p for p in cam_dir.iterdir() if p.suffix in SEGMENT_SUFFIXES and p.is_file()
+            p for p in cam_dir.iterdir()
+            if p.suffix in SEGMENT_SUFFIXES and p.is_file() and _in_limit(p, limits)
         )
         run_starts: list[tuple[int, float]] = []
         for manifest in sorted(cam_dir.glob("run-*.json")):
@@ -171,6 +202,13 @@ def output_paths(spec: BuildSpec, cameras: Iterable[int] | None = None) -> list[
         return [spec.output]
     cams = list(cameras) if cameras is not None else [f.camera for f in spec.feeds]
     return [spec.output.with_name(f"{spec.output.stem}-cam{c}{spec.output.suffix}") for c in cams]
+
+
+def _in_limit(path: Path, limits: dict[int, int]) -> bool:
+    match = SEGMENT_NAME.match(path.stem)
+    if not match or int(match.group(1)) not in limits:
+        return True
+    return int(match.group(2)) <= limits[int(match.group(1))]
 
 
 def _run_of(path: Path) -> int:
