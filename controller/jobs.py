@@ -212,7 +212,6 @@ def upload_video(
                 "etag": stored.etag,
                 "presigned_url": presigned,
                 "kind": "clip" if path in clip_files else "video",
-                "kind": "clip" if path in clip_files else "video",
                 "uploaded_at": datetime.now().astimezone().isoformat(),
             }
         )

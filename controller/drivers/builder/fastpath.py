@@ -25,6 +25,7 @@ from controller.drivers.builder.plan import (
     intro_seconds,
 )
 from controller.drivers.builder.spec import (
+    Timeline,
     output_paths,
 )
 from controller.drivers.media import ProbeError, ffprobe, video_stream
@@ -125,6 +126,8 @@ def plan_fast(plan: Plan) -> None:
             argv += ["-map", "0:v:0", "-c", "copy"]
         argv += ["-t", f"{total:.6f}", "-movflags", "+faststart", "-f", "mp4", "-y", str(temp)]
         plan.jobs.append(Job(argv, [(temp, final)], total, f.width, f.height))
+        # The copy starts `extra` s before the booking (its keyframe), or `lead` s after it.
+        plan.timeline[final] = Timeline(intro_s, intro_s + extra - f.lead, total)
         if extra > 0.05:
             plan.notes.append(
                 f"camera {f.feed.camera}: stream copy starts {extra:.1f} s before the booking "
@@ -135,6 +138,7 @@ def plan_fast(plan: Plan) -> None:
 def plan_encode_instead(plan: Plan, why: str) -> None:
     plan.jobs.clear()
     plan.lists.clear()
+    plan.timeline.clear()
     plan.notes = [n for n in plan.notes if "stream copy starts" not in n]
     plan.notes.append(f"stream copy impossible ({why}): re-encoded")
     plan_encode(plan)

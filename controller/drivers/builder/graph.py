@@ -18,6 +18,7 @@ from controller.drivers.builder.plan import (
 )
 from controller.drivers.builder.spec import (
     BuildSpec,
+    Timeline,
     output_paths,
 )
 
@@ -207,6 +208,8 @@ def plan_encode(plan: Plan) -> None:
         extra = {} if a is None else {"acodec": "aac", "b:a": "128k"}
         outputs.append(ffmpeg.output(*streams, str(temp), **_encode_args(spec), **extra))
         files.append((temp, final))
+        # Every feed is aligned on the booking start, right after the intro.
+        plan.timeline[final] = Timeline(intro_s, intro_s, total)
     # One process, one graph, every output (layout separate writes one file per camera).
     argv = ffmpeg.merge_outputs(*outputs).compile(overwrite_output=True)
     argv = [argv[0], "-hide_banner", *argv[1:]]

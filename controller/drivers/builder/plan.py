@@ -15,6 +15,7 @@ from controller.drivers.builder.spec import (
     BuildSpec,
     Feed,
     Overlay,
+    Timeline,
 )
 from controller.drivers.media import ProbeError, ffprobe, video_stream
 
@@ -193,6 +194,7 @@ class Plan:
     jobs: list[Job] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fast: bool = False
+    timeline: dict[Path, Timeline] = field(default_factory=dict)  # per final output
 
     def write_inputs(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)

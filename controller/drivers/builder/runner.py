@@ -153,7 +153,7 @@ def build(
     job = next(j for j in plan.jobs if j.outputs)
     return BuildResult(
         outputs, round(job.expected_s, 3), job.width, job.height, plan.notes, plan.fast,
-        time.monotonic() - began,
+        time.monotonic() - began, dict(plan.timeline),
     )  # fmt: skip
 
 
