@@ -11,7 +11,7 @@ import pytest
 from controller.config import Settings, load_settings
 from controller.context import Context, open_context
 
-pytest_plugins = ["tests._postgres"]
+pytest_plugins = ["tests._postgres", "tests._e2e"]
 if Path(__file__).with_name("_s3server.py").exists():
     pytest_plugins.append("tests._s3server")
 

@@ -6,113 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controller.config import load_settings
-from controller.context import Context, open_context
 from controller.db import utcnow
+from tests._e2e import EZREC, env_for, ffmpeg_children_of, probe, state_of, wait_for
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
-EZREC = str(Path(sys.executable).with_name("ezrec"))
-
-
-def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EZREC")}
-    env.update(
-        EZREC_DATA_DIR=str(data_dir),
-        EZREC_DEVICE_ID="e2e",
-        EZREC_CAMERA_DRIVER="synthetic",
-        EZREC_WIDTH="320",
-        EZREC_HEIGHT="240",
-        EZREC_FPS="10",
-        EZREC_SEGMENT_S="1",
-        EZREC_PREROLL_S="0.5",
-        EZREC_MIN_FREE_DISK_MB="1",
-        EZREC_RETRY_BASE_S="1",
-        EZREC_RETRY_MAX_S="2",
-        EZREC_CAMERA_BITRATE_KBPS="500",
-        PYTHONPATH=str(ROOT),
-    )
-    env.update(extra)
-    return env
-
-
-def probe(path: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-         str(path)],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    data = json.loads(out)
-    video = next(s for s in data["streams"] if s["codec_type"] == "video")
-    return {"duration": float(data["format"]["duration"]), "width": video["width"],
-            "height": video["height"]}
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    env = env_for(tmp_path)
-    for key, value in env.items():
-        if key.startswith("EZREC"):
-            monkeypatch.setenv(key, value)
-    ctx = open_context(load_settings())
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "_run_supervisor.py"), *args],
-            env=env | (extra_env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )
-        procs.append(proc)
-        return proc
-
-    yield type("World", (), {"ctx": ctx, "env": env, "start": start, "dir": tmp_path})
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-    ctx.close()
-
-
-def state_of(ctx: Context, booking_id: str) -> str:
-    return ctx.store.get(booking_id).state
-
-
-def ffmpeg_children_of(data_dir: Path) -> list[str]:
-    """Camera/encoder processes still writing into this data dir (there must be none left)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "ffmpeg" in cmd and str(data_dir) in cmd:
-            found.append(cmd)
-    return found
 
 
 def test_demo_end_to_end(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ which controls each camera was started with, how many encoder processes are stil
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -50,3 +51,9 @@ def reset(count: int = 2, **kwargs: object) -> Hardware:
     HW.sync_go = None
     HW.encoder_processes.clear()
     return HW
+
+
+# A whole `ezrec run` in a child process gets its cameras from the environment (test-only code:
+# the fake package is on PYTHONPATH only in tests).
+if os.environ.get("EZRECTEST_FAKE_PICAMERAS"):
+    reset(int(os.environ["EZRECTEST_FAKE_PICAMERAS"]))

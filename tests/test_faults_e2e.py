@@ -1,0 +1,54 @@
+"""The real-venue fault matrix, each row with a real `ezrec run` (killed and restarted where
+the fault kills it): exclusive cameras back to back, operators racing the loop, footage that
+must be delivered, storage that refuses, a disk that fills (docs/reliability.md)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.db import utcnow
+from controller.recordings import read_runs
+from tests._e2e import ROOT, probe, state_of, wait_for
+
+pytestmark = pytest.mark.slow
+FAKE_PICAMERA2 = ROOT / "tests" / "fake_picamera2"
+
+
+def history_text(store: Any, booking_id: str) -> str:
+    return " | ".join(f"{h.trigger}: {h.detail or ''} {h.error or ''}"
+                      for h in store.history(booking_id))
+
+
+def test_back_to_back_on_exclusive_cameras_lose_no_start(world: Any) -> None:
+    """Picamera2 (the fake refuses a second open, as libcamera does): the next booking takes
+    the running cameras over at the boundary instead of failing to open them."""
+    store = world.ctx.store
+    now = utcnow()
+    a_start, boundary = now + timedelta(seconds=2), now + timedelta(seconds=6)
+    store.create(a_start, boundary, booking_id="first")
+    store.create(boundary, boundary + timedelta(seconds=4), booking_id="second")
+    world.start(extra_env={
+        "EZREC_CAMERA_DRIVER": "picamera2", "EZRECTEST_FAKE_PICAMERAS": "2",
+        "PYTHONPATH": f"{ROOT}:{FAKE_PICAMERA2}",
+    })
+    for booking_id in ("first", "second"):
+        wait_for(lambda b=booking_id: state_of(world.ctx, b) == "video_uploaded", 120,
+                 f"{booking_id} uploaded")
+        triggers = [h.trigger for h in store.history(booking_id)]
+        assert "fail" not in triggers, history_text(store, booking_id)
+    assert "taken over running from booking first" in history_text(store, "second")
+    raw = world.dir / "recordings" / "raw"
+    for cam in (0, 1):
+        (first,) = read_runs(raw / "first")[cam]
+        (second,) = read_runs(raw / "second")[cam]
+        assert first.stopped_at == pytest.approx(boundary.timestamp())
+        # The second booking's footage starts at or before its slot: nothing lost.
+        assert second.started_at <= boundary.timestamp() + 0.1
+        assert second.extra["continued_from_booking"] == "first"
+    for booking_id in ("first", "second"):
+        duration = probe(Path(store.get(booking_id).processed_path or ""))["duration"]
+        assert duration == pytest.approx(4.0, abs=0.5), booking_id
