@@ -9,6 +9,7 @@ as libcamera does, so there the refusal itself is shown first.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def packet_times(paths: list[Path]) -> list[float]:
 
 def assert_no_frame_lost(times: list[float]) -> None:
     times = times[5:]  # a camera's first frames come unevenly while it settles
-    steps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(times)]
     assert steps, "no frames"
     assert max(steps) < 1.6 / FPS, f"a gap of {max(steps):.3f} s in the frames"
 
