@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SECONDS ?= 6
 
-.PHONY: demo test bench lint ffmpeg postgresql setup clean
+.PHONY: demo test bench lint ffmpeg postgresql chromium screenshot setup clean
 
 setup: $(STAMP) ffmpeg
 
@@ -32,8 +32,19 @@ postgresql:
 	  ( $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql )
 
+# The page tests drive Debian's Chromium with Playwright (never `playwright install`: its
+# browser downloads are not used); installed only when missing.
+chromium:
+	@test -x /usr/bin/chromium || \
+	  ( $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium )
+
+# docs/page.png: the staff page of a box that has just recorded a booking (docs/screenshot.py).
+screenshot: setup chromium
+	$(BIN)/python docs/screenshot.py docs/page.png
+
 # The test session starts its own PostgreSQL cluster and S3 (moto) server on loopback.
-test: setup postgresql
+test: setup postgresql chromium
 	$(BIN)/ruff check controller api tests bench
 	$(BIN)/python -m pytest -q
 

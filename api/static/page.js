@@ -151,9 +151,11 @@
       // A cancel stops a recording: it takes a second, deliberate press.
       button.dataset.armed = "yes";
       button.textContent = "Press again to cancel";
+      button.setAttribute("aria-label", `Press again to cancel booking ${id}`);
       setTimeout(() => {
         button.dataset.armed = "";
         button.textContent = "Cancel";
+        button.setAttribute("aria-label", `Cancel booking ${id}`);
       }, 5000);
       return;
     }
