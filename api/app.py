@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api import bookings, cameras, media, monitoring
+from api import bookings, cameras, marks, media, monitoring, share
 from api.auth import BearerAuthMiddleware
 from api.errors import EXCEPTION_HANDLERS
 from api.headers import SecurityHeadersMiddleware
@@ -63,6 +63,18 @@ def routes() -> list[Route]:
             methods=["GET", "PATCH", "DELETE"],
         ),
         Route("/bookings/{id}/retry", bookings.retry_booking, methods=["POST"]),
+        Route(
+            "/bookings/{id}/marks",
+            by_method(get=marks.list_marks, post=marks.mark_booking),
+            methods=["GET", "POST"],
+        ),
+        Route("/cameras/{camera}/mark", marks.mark_camera, methods=["POST"]),
+        Route(
+            "/bookings/{id}/share",
+            by_method(get=share.get_share, post=share.make_share, delete=share.revoke_share),
+            methods=["GET", "POST", "DELETE"],
+        ),
+        Route("/bookings/{id}/qr.png", share.qr_png, methods=["GET"]),
         Route("/media/notify", media.notify, methods=["POST"]),
         Route("/cameras", cameras.list_cameras, methods=["GET"]),
         Route("/cameras/{n:int}/preview.jpg", cameras.preview, methods=["GET"]),

@@ -35,7 +35,7 @@ from controller.fsm.store import new_booking_id
 
 GENERATED_ID_TRIES = 5
 # Keys whose value grants access to a video by itself: only the token's bearer may see them.
-CAPABILITY_KEYS = frozenset({"presigned_url"})
+CAPABILITY_KEYS = frozenset({"presigned_url", "share"})  # share: the players' links
 
 
 def without_capabilities(value: Any) -> Any:

@@ -23,6 +23,8 @@ from controller.fsm import (
     NotFound,
     StaleVersion,
 )
+from controller.fsm.marks import MarkRefused
+from controller.share import ShareError
 
 log = logging.getLogger("ezrec.api")
 
@@ -85,6 +87,10 @@ def from_booking_error(exc: Exception) -> ApiError:
         return ApiError(409, str(exc), code="invalid_transition", extra={"state": exc.state})
     if isinstance(exc, InvalidBooking):
         return ApiError(422, str(exc))
+    if isinstance(exc, MarkRefused):
+        return ApiError(409, str(exc), code="not_recording")
+    if isinstance(exc, ShareError):
+        return ApiError(409, str(exc), code="no_share")
     raise TypeError(f"not a booking error: {exc!r}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api import replays_openapi
 from api.page_openapi import PAGE_PATHS
 from api.schemas import (
     DEFAULT_LIST,
@@ -447,9 +448,9 @@ def document(token_required: bool) -> dict[str, Any]:
             "are JSON `{\"error\": code, \"detail\": text}`. Mutating routes need "
             "`Authorization: Bearer <EZREC_API_TOKEN>` when a token is configured.",
         },
-        "paths": _paths(secured) | PAGE_PATHS,
+        "paths": _paths(secured) | PAGE_PATHS | replays_openapi.paths(secured),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": SCHEMAS | replays_openapi.SCHEMAS,
             "responses": responses,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },

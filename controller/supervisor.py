@@ -646,6 +646,10 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
             supervisor.sidecars.append(sync)
             # The booking system hears of a change when it happens, not at the next tick.
             store.on_outbox.append(sync.wake)
+        # The replay button, share links and the players' email (docs/replays.md).
+        from controller import replay_service
+
+        supervisor.sidecars.extend(replay_service.start(settings, store, supervisor.storage))
         return supervisor
     except Exception:
         listener.close()

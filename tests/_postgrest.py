@@ -71,7 +71,8 @@ def seed_schema() -> dict[str, Table]:
         ),
         "videos": Table(
             {"id", "user_id", "booking_id", "video_url", "storage_path", "filename", "date",
-             "duration_seconds", "uploaded_at", "size", "created_at"},
+             "duration_seconds", "uploaded_at", "size", "created_at", "clips", "share_url",
+             "share_expires_at"},
             key="id",
             unique={"booking_id"},
             foreign={"booking_id": ("bookings", "id")},

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ezrec.sync")
 
+VIDEO_UPLOADED = "video_uploaded"  # the booking state names are the contract (DESIGN.md)
+
 # Remote statuses that mean "the customer or the venue cancelled this booking".
 CANCELLED_WORDS = frozenset({"cancelled", "canceled", "cancel"})
 # States the box itself pushes after `confirmed`. A remote row in one of them that the local
@@ -475,7 +477,10 @@ class SupabaseSync:
         if change.get("trigger") == "reschedule":
             patch["start_time"] = booking["start_time"]
             patch["end_time"] = booking["end_time"]
-        if change.get("to") == "video_uploaded" and change.get("from") != "video_uploaded":
+        uploaded_now = change.get("to") == VIDEO_UPLOADED and change.get("from") != VIDEO_UPLOADED
+        # A pushed note on an uploaded booking: its share links were made, renewed or revoked.
+        share_news = change.get("trigger") == "note" and booking["state"] == VIDEO_UPLOADED
+        if uploaded_now or share_news:
             # The video row goes first: whoever sees `video_uploaded` up there must find it.
             row = video_row(booking)
             if row is not None:
@@ -556,7 +561,22 @@ def video_row(booking: dict[str, Any]) -> dict[str, Any] | None:
     key = str(uploaded.get("key") or "")
     duration = extra.get("duration_s")
     start = datetime.fromisoformat(booking["start_time"])
+    share = extra.get("share") if isinstance(extra.get("share"), dict) else {}
+    links = {item["name"]: item for item in share.get("links") or []}
+    keys = {o.get("key"): o for o in extra.get("uploaded") or []}
+    clips = []
+    for clip in extra.get("clips") or []:
+        name = clip.get("name")
+        stored = next((o for k, o in keys.items() if str(k).endswith(f"-{name}.mp4")), {})
+        clips.append({
+            "name": name, "from": clip.get("from"), "to": clip.get("to"),
+            "marks": clip.get("marks"), "storage_path": stored.get("key"),
+            "video_url": stored.get("url"), "share_url": links.get(name, {}).get("url"),
+        })  # fmt: skip
     return {
+        "clips": clips,
+        "share_url": links.get("video", {}).get("url"),
+        "share_expires_at": share.get("expires_at"),
         "booking_id": booking["id"],
         "user_id": booking["user_id"],
         "video_url": booking.get("video_url") or uploaded.get("url"),

@@ -653,6 +653,18 @@ class S3Storage:
     def delete(self, key: str) -> None:
         self._call("delete", self.client.delete_object, Bucket=self.bucket, Key=key)
 
+    def copy(self, key: str, new_key: str) -> None:
+        """A server-side copy (no byte passes through the box), multipart past 5 GB: the
+        share links point at such copies, so that revoking them can delete what they open."""
+        self._call(
+            "copy",
+            self.client.copy,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            Bucket=self.bucket,
+            Key=new_key,
+            ExtraArgs=dict(self.sse) or None,
+        )
+
     def check(self) -> str:
         """For `ezrec doctor`: the bucket answers with these credentials."""
         self._call("bucket check", self.client.head_bucket, Bucket=self.bucket)

@@ -1,0 +1,255 @@
+"""Share links and QR codes: S3 presigned links (moto on loopback) that download the stored
+bytes and stop working when revoked, template links, renewal, the API's routes (token needed),
+QR codes decoded back to the link, and the player email through an SMTP server on loopback."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import zxingcpp
+from aiosmtpd.controller import Controller
+from PIL import Image
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from controller import jobs, qrcodes, share
+from controller.config import Settings
+from controller.context import Context, open_context
+from controller.drivers.mailer import Mailer
+from controller.drivers.storage import open_storage
+from controller.replay_service import ReplayKeeper
+from tests._s3server import MotoServer, free_port
+
+TOKEN = "share-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+START = datetime(2030, 6, 1, 18, 0, tzinfo=UTC)
+
+
+def decode_qr(png: bytes) -> str:
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    assert len(found) == 1
+    return str(found[0].text)
+
+
+def uploaded_booking(ctx: Context, settings: Settings, booking_id: str = "bk1") -> bytes:
+    """A booking at video_uploaded with a video and one clip stored by the real upload job."""
+    ctx.store.create(START, START + timedelta(minutes=40), booking_id=booking_id,
+                     allow_past=True, extra={"contact_email": "player@example.com"})  # fmt: skip
+    ctx.store.fire(booking_id, "start")
+    ctx.store.fire(booking_id, "finish")
+    video = jobs.processed_path(settings, booking_id)
+    video.parent.mkdir(parents=True, exist_ok=True)
+    data = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
+    video.write_bytes(data)
+    clip = video.with_name(f"{booking_id}-clip01.mp4")
+    clip.write_bytes(data[:2000])
+    extra = {"outputs": [str(video)],
+             "clips": [{"name": "clip01", "path": str(clip), "source": str(video),
+                        "start_s": 5.0, "end_s": 35.0}]}  # fmt: skip
+    ctx.store.fire(booking_id, "process", changes={"processed_path": str(video), "extra": extra})
+    outcome = jobs.upload_video(settings, ctx.store.get(booking_id), open_storage(settings),
+                                lambda _f: None, threading.Event())  # fmt: skip
+    ctx.store.fire(booking_id, "upload", changes={"video_url": outcome.video_url,
+                                                 "extra": {"uploaded": outcome.objects}})
+    return data
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return bytes(resp.read())
+
+
+@pytest.fixture
+def s3_ctx(settings: Settings, s3_server: MotoServer) -> Iterator[Context]:
+    bucket = s3_server.new_bucket()
+    c = open_context(settings.model_copy(update={
+        "storage_url": f"s3://{bucket}/videos", "s3_endpoint_url": s3_server.endpoint_url,
+        "api_token": SecretStr(TOKEN), "share_link_h": 24.0,
+    }))  # fmt: skip
+    yield c
+    c.close()
+
+
+def test_presigned_share_links_download_the_stored_bytes_and_revoking_ends_them(
+    s3_ctx: Context,
+) -> None:
+    settings = s3_ctx.settings
+    data = uploaded_booking(s3_ctx, settings)
+    storage = open_storage(settings)
+    booking = share.ensure(settings, s3_ctx.store, storage, "bk1")
+    links = {item["name"]: item for item in share.active(booking)["links"]}  # type: ignore[index]
+    assert set(links) == {"video", "clip01"}
+    assert fetch(links["video"]["url"]) == data
+    assert fetch(links["clip01"]["url"]) == data[:2000]
+    expires = datetime.fromisoformat(links["video"]["expires_at"])
+    assert expires - s3_ctx.store.clock() == pytest.approx(timedelta(hours=24), abs=timedelta(
+        seconds=30))
+    history = s3_ctx.store.history("bk1")[-1]
+    assert "share links made" in (history.detail or "") and "http" not in (history.detail or "")
+    # A second call keeps the live links: the player's link does not change under them.
+    assert share.ensure(settings, s3_ctx.store, storage, "bk1").version == booking.version
+    share.revoke(s3_ctx.store, storage, "bk1")
+    with pytest.raises(urllib.error.HTTPError) as gone:
+        fetch(links["video"]["url"])
+    assert gone.value.code in (403, 404)
+    # The booking's own object is still there (the box keeps its copy of record).
+    assert storage.client.head_object(Bucket=storage.bucket,  # type: ignore[attr-defined]
+                                      Key=links["video"]["key"])["ContentLength"] == len(data)
+    with pytest.raises(share.ShareError, match="no share link"):
+        share.link(s3_ctx.store.get("bk1"))
+
+
+def test_links_are_renewed_before_they_expire_but_not_after_a_revoke(s3_ctx: Context) -> None:
+    settings = s3_ctx.settings
+    uploaded_booking(s3_ctx, settings)
+    storage = open_storage(settings)
+    first = share.active(share.ensure(settings, s3_ctx.store, storage, "bk1"))
+    assert first is not None
+    now = s3_ctx.store.clock()
+    assert share.renew_due(settings, s3_ctx.store, storage, now + timedelta(hours=1)) == []
+    assert share.active(s3_ctx.store.get("bk1")) == first  # not due: untouched
+    later = now + timedelta(hours=22)
+    s3_ctx.store.clock = lambda: later
+    assert share.renew_due(settings, s3_ctx.store, storage, later) == []
+    renewed = share.active(s3_ctx.store.get("bk1"))
+    assert renewed is not None and renewed["token"] == first["token"]
+    assert renewed["expires_at"] > first["expires_at"]
+    assert "share links renewed" in (s3_ctx.store.history("bk1")[-1].detail or "")
+    share.revoke(s3_ctx.store, storage, "bk1")
+    much_later = later + timedelta(hours=23)
+    assert share.renew_due(settings, s3_ctx.store, storage, much_later) == []
+    assert share.active(s3_ctx.store.get("bk1")) is None
+
+
+@pytest.fixture
+def template_ctx(settings: Settings) -> Iterator[Context]:
+    c = open_context(settings.model_copy(update={
+        "api_token": SecretStr(TOKEN),
+        "share_url_template": "https://watch.example/v/{booking}/{clip}?t={token}",
+    }))  # fmt: skip
+    yield c
+    c.close()
+
+
+def test_api_share_routes_need_the_token_and_the_qr_code_decodes_to_the_link(
+    template_ctx: Context,
+) -> None:
+    uploaded_booking(template_ctx, template_ctx.settings)
+    with TestClient(create_app(context=template_ctx)) as client:
+        assert client.get("/bookings/bk1/share").status_code == 401
+        assert client.get("/bookings/bk1/qr.png").status_code == 401
+        assert client.get("/bookings/bk1/qr.png", headers=AUTH).json()["error"] == "no_share"
+        made = client.post("/bookings/bk1/share", headers=AUTH)
+        assert made.status_code == 200, made.text
+        links = {item["name"]: item["url"] for item in made.json()["links"]}
+        token = share.active(template_ctx.store.get("bk1"))["token"]  # type: ignore[index]
+        assert links == {"video": f"https://watch.example/v/bk1/?t={token}",
+                         "clip01": f"https://watch.example/v/bk1/clip01?t={token}"}
+        # Without the token the booking shows no link; with it, it does.
+        assert "share" not in client.get("/bookings/bk1").json()["extra"]
+        assert "share" in client.get("/bookings/bk1", headers=AUTH).json()["extra"]
+        png = client.get("/bookings/bk1/qr.png", headers=AUTH)
+        assert png.headers["content-type"] == "image/png"
+        assert decode_qr(png.content) == links["video"]
+        clip = client.get("/bookings/bk1/qr.png?clip=clip01", headers=AUTH)
+        assert decode_qr(clip.content) == links["clip01"]
+        assert client.get("/bookings/bk1/qr.png?clip=clip99", headers=AUTH).status_code == 409
+        assert client.get("/bookings/bk1/qr.png?clip=../x", headers=AUTH).status_code == 422
+        assert client.delete("/bookings/bk1/share").status_code == 401
+        revoked = client.delete("/bookings/bk1/share", headers=AUTH)
+        assert revoked.json()["links"] == [] and revoked.json()["revoked_at"]
+        again = client.post("/bookings/bk1/share", headers=AUTH).json()
+        assert again["links"] and f"t={token}" not in again["links"][0]["url"]  # new token
+        assert client.post("/bookings/nope/share", headers=AUTH).status_code == 404
+
+
+def test_local_storage_without_template_says_how_to_get_links(ctx: Context) -> None:
+    uploaded_booking(ctx, ctx.settings)
+    with pytest.raises(share.ShareError, match="set EZREC_SHARE_URL_TEMPLATE"):
+        share.ensure(ctx.settings, ctx.store, open_storage(ctx.settings), "bk1")
+
+
+def test_qr_terminal_output_is_block_characters() -> None:
+    text = qrcodes.terminal("https://watch.example/v/bk1")
+    assert "█" in text and len(text.splitlines()) > 10
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.refuse = 0
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        if self.refuse:
+            self.refuse -= 1
+            return "451 try again later"
+        self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
+
+
+def test_players_get_an_email_with_links_and_qr_and_a_failed_send_is_retried(
+    template_ctx: Context, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    inbox.refuse = 1
+    uploaded_booking(template_ctx, template_ctx.settings)
+    settings = template_ctx.settings
+    mailer = Mailer(f"smtp://127.0.0.1:{port}", "court-1@venue.example")
+    keeper = ReplayKeeper(settings, template_ctx.store, open_storage(settings), mailer)
+    now = template_ctx.store.clock()
+    problems = keeper.run_once(now)
+    assert any("451" in p for p in problems)
+    booking = template_ctx.store.get("bk1")
+    assert booking.state == "video_uploaded"  # a failed mail never touches the state
+    assert booking.extra["notify"]["attempts"] == 1 and not inbox.messages
+    assert keeper.run_once(now + timedelta(seconds=10)) == []  # backing off: not yet
+    assert not inbox.messages
+    assert keeper.run_once(now + timedelta(minutes=5)) == []
+    assert len(inbox.messages) == 1
+    sender, to, raw = inbox.messages[0]
+    assert sender == "court-1@venue.example" and to == ["player@example.com"]
+    from email import message_from_bytes, policy
+
+    msg = message_from_bytes(raw, policy=policy.default)
+    link = share.link(template_ctx.store.get("bk1"))
+    assert link in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    qr = next(p for p in msg.walk() if p.get_content_type() == "image/png")
+    assert decode_qr(qr.get_payload(decode=True)) == link
+    assert "emailed to player@example.com" in (template_ctx.store.history("bk1")[-1].detail or "")
+    keeper.run_once(now + timedelta(hours=1))
+    assert len(inbox.messages) == 1  # sent once
+
+
+def test_the_keeper_thread_makes_links_when_woken(template_ctx: Context) -> None:
+    uploaded_booking(template_ctx, template_ctx.settings)
+    settings = template_ctx.settings
+    keeper = ReplayKeeper(settings, template_ctx.store, open_storage(settings), None,
+                          every_s=3600).start()  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while share.active(template_ctx.store.get("bk1")) is None:
+            assert time.monotonic() < deadline
+            keeper.wake()
+            time.sleep(0.05)
+    finally:
+        keeper.stop()
