@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     # Parts in flight. 1 bounds what a power cut costs to one part re-sent; more helps only on
     # fast, high-latency links (a hard kill can then cost that many parts).
     s3_concurrency: int = Field(default=1, ge=1, le=16)
+    # How long one S3 call may go without a byte moving before it fails (and is retried).
+    s3_timeout_s: float = Field(default=60.0, gt=0, le=600)
     supabase_url: str | None = None
     supabase_key: SecretStr | None = None
     supabase_media_bucket: str = "usermedia"  # Storage bucket of user_settings' bare keys

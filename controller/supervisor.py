@@ -51,6 +51,7 @@ STALL_S = 30.0
 # start and still take them over running: stopping and reopening a real camera takes seconds.
 HANDOVER_GAP_S = 5.0
 RETENTION_EVERY_S = 300.0
+PROGRESS_EVERY_S = 0.25
 CAMERAS_EVERY_S = 60.0
 # A multipart upload untouched this long belongs to nobody any more (a box that was off longer
 # just starts that upload over).
@@ -106,6 +107,7 @@ class Job:
     future: Future[Any]
     moved_at: float = field(default_factory=time.monotonic)
 
+    stored_at: float = 0.0  # when progress last went to the database
 
 class Supervisor:
     def __init__(
@@ -427,7 +429,12 @@ class Supervisor:
         job = Job(kind, booking.id, Future())
 
         def progress(fraction: float) -> None:
-            job.moved_at = time.monotonic()
+            now = time.monotonic()
+            job.moved_at = now
+            # Uploads report every few KiB: the database hears of it a few times a second.
+            if fraction < 1.0 and now - job.stored_at < PROGRESS_EVERY_S:
+                return
+            job.stored_at = now
             try:
                 self.store.set_progress(booking.id, stage, fraction)
             except Exception as exc:  # progress is best effort; the job must go on
@@ -454,8 +461,11 @@ class Supervisor:
     def _collect_jobs(self) -> None:
         for booking_id, job in list(self.jobs.items()):
             if not job.future.done():
-                if time.monotonic() - job.moved_at > STALL_S * 4:
-                    self._healthy = False  # an encode or upload stopped moving
+                if job.kind == "build" and time.monotonic() - job.moved_at > STALL_S * 4:
+                    # An encode that stopped moving is ours to fix by a restart. An upload is
+                    # not: the uplink is not the box's health, and a hung call ends with its
+                    # socket timeout (EZREC_S3_TIMEOUT_S), failing the job, which is retried.
+                    self._healthy = False
                 continue
             del self.jobs[booking_id]
             if self.stop_event.is_set():

@@ -194,7 +194,7 @@ def test_sigkill_mid_upload_then_resume(
     in flight (at most S3_CONCURRENCY, here 2) may go up again; recorded ones never do."""
     cp_path = tmp_path / "cp.json"
     child = f"""
-import os, signal, sys
+import json, os, signal, sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from controller.drivers.storage import FileCheckpoint, KeyScheme
@@ -206,7 +206,9 @@ def started(request, **_):
         os.write(1, f"{{n}}\\n".encode())  # one write: threads cannot interleave it
 s3.client.meta.events.register("before-send.s3.UploadPart", started)
 def progress(done, total):
-    if done >= 2 * {PART}:
+    # Progress counts bytes as they go out: die once two parts are recorded as done.
+    cp = Path({str(cp_path)!r})
+    if cp.exists() and len(json.loads(cp.read_text())["parts"]) >= 2:
         os.kill(os.getpid(), signal.SIGKILL)
 s3.upload(Path({str(video)!r}), "k/killed.mp4", checkpoint=FileCheckpoint(Path({str(cp_path)!r})),
           on_progress=progress)
@@ -417,3 +419,60 @@ def test_no_part_threads_outlive_an_upload(
     _no_leftover_threads: None, s3: S3Storage, video: Path
 ) -> None:
     s3.upload(video, "k/t.mp4")
+
+
+def _through(server: MotoServer, proxy: Any, bucket: str, **kw: Any) -> S3Storage:
+    kw.setdefault("part_size", PART)
+    kw.setdefault("retry_wait_s", 0.05)
+    return S3Storage(bucket=bucket, scheme=KeyScheme(TEMPLATE, prefix="v", device="d"),
+                     endpoint_url=proxy.url, **kw)
+
+
+@pytest.mark.slow
+def test_progress_counts_bytes_on_a_slow_uplink(
+    s3_server: MotoServer, s3_bucket: str, tmp_path: Path
+) -> None:
+    """At a venue's uplink one part takes minutes: progress must move with the bytes, not once
+    per part, or a slow upload looks like a hung one."""
+    from tests._throttle import UplinkProxy
+
+    host, port = urlsplit(s3_server.endpoint_url).hostname, urlsplit(s3_server.endpoint_url).port
+    proxy = UplinkProxy((host or "127.0.0.1", int(port or 0)), rate_bps=4 * MiB)
+    path = tmp_path / "slow.mp4"
+    path.write_bytes(os.urandom(PART + MiB))  # two parts
+    seen: list[int] = []
+    try:
+        s3 = _through(s3_server, proxy, s3_bucket)
+        s3.upload(path, "k/slow.mp4", on_progress=lambda done, _total: seen.append(done))
+    finally:
+        proxy.close()
+    inside_first_part = [d for d in seen if 0 < d < PART]
+    assert len(inside_first_part) >= 3, seen
+    assert seen == sorted(seen) and seen[-1] == path.stat().st_size
+
+
+@pytest.mark.slow
+def test_a_hung_uplink_fails_the_upload_in_bounded_time(
+    s3_server: MotoServer, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A link that accepts and then moves nothing: the socket timeout ends each call, and the
+    upload fails as retryable (the booking's backoff tries again) instead of hanging."""
+    import time
+
+    from tests._throttle import UplinkProxy
+
+    host, port = urlsplit(s3_server.endpoint_url).hostname, urlsplit(s3_server.endpoint_url).port
+    proxy = UplinkProxy((host or "127.0.0.1", int(port or 0)))
+    proxy.hang = True
+    path = tmp_path / "hung.mp4"
+    path.write_bytes(os.urandom(MiB))
+    began = time.monotonic()
+    try:
+        s3 = _through(s3_server, proxy, s3_bucket, connect_timeout_s=1, read_timeout_s=1,
+                      retry_attempts=2)
+        with pytest.raises(StorageError) as exc:
+            s3.upload(path, "k/hung.mp4")
+    finally:
+        proxy.close()
+    assert exc.value.retryable
+    assert time.monotonic() - began < 15

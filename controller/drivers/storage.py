@@ -274,6 +274,8 @@ def open_storage(settings: Settings) -> Storage:
             presign_s=settings.s3_presign_s,
             part_size=settings.s3_part_size_mb * 1024 * 1024,
             concurrency=settings.s3_concurrency,
+            connect_timeout_s=min(10.0, settings.s3_timeout_s),
+            read_timeout_s=settings.s3_timeout_s,
         )
     raise StorageError(
         f"bad setting EZREC_STORAGE_URL: {url!r} must start with file:// or s3://",

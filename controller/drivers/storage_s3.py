@@ -26,6 +26,7 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import io
 import re
 import threading
 from collections.abc import Callable
@@ -152,6 +153,68 @@ def to_storage_error(exc: BaseException, what: str, endpoint: str) -> StorageErr
     return StorageError(f"S3 {what}: {type(exc).__name__}: {exc}", retryable=False)
 
 
+class _Meter:
+    """Bytes on their way, counted as the HTTP client reads each part's body.
+
+    A slow uplink then shows progress every few KiB instead of once per part, so nobody
+    mistakes an upload that crawls for one that hangs (a hang is the socket timeout's job).
+    """
+
+    def __init__(self, total: int, done: int, report: ProgressFn | None) -> None:
+        self.total, self.done, self.report = total, done, report
+        self.moving: dict[int, int] = {}
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+
+    def reading(self, part: int, position: int) -> None:
+        with self.lock:
+            # A retry rewinds the body: count each byte once.
+            self.moving[part] = max(self.moving.get(part, 0), position)
+            now = self.done + sum(self.moving.values())
+        if self.report is not None:
+            try:
+                self.report(min(now, self.total), self.total)
+            except BaseException as exc:  # not into the HTTP client: raised between parts
+                self.error = self.error or exc
+
+    def finished(self, part: int, size: int) -> None:
+        with self.lock:
+            self.moving.pop(part, None)
+            self.done += size
+            now = self.done + sum(self.moving.values())
+        if self.error is not None:
+            raise self.error
+        if self.report is not None:
+            self.report(min(now, self.total), self.total)
+
+
+class _CountingBody(io.BytesIO):
+    """A part's bytes, telling the meter how far the HTTP client has read them.
+
+    Over plain HTTP botocore reads the whole body once to sign its SHA-256 before sending it:
+    that pass (`hashed_first`) moves nothing over the network and is not counted.
+    """
+
+    def __init__(self, data: bytes, meter: _Meter, part: int, *, hashed_first: bool) -> None:
+        super().__init__(data)
+        self.meter, self.part = meter, part
+        self.hashing = hashed_first
+        self.hashed = 0  # bytes the signing pass has read
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if self.hashing:
+            self.hashed += len(chunk)
+        else:
+            self.meter.reading(self.part, self.tell())
+        return chunk
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self.hashing and self.hashed and whence == io.SEEK_SET:
+            self.hashing = False  # the signing pass is over: the send starts from here
+        return super().seek(offset, whence)
+
+
 def _code(exc: BaseException) -> str | None:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code"))
@@ -240,6 +303,8 @@ class S3Storage:
         # With SSE-KMS the ETag is not an MD5 of the data: size and SHA-256 metadata remain.
         self.etag_is_md5 = self.sse.get("ServerSideEncryption") != "aws:kms"
         self.presign_s = presign_s
+        # botocore signs the payload's SHA-256 on plain HTTP (and streams it unsigned on TLS).
+        self.signs_payload = bool(endpoint_url and endpoint_url.startswith("http://"))
         self.part_size = part_size
         self.concurrency = concurrency
         self._attempts = retry_attempts
@@ -310,7 +375,8 @@ class S3Storage:
     ) -> StoredObject:
         """Upload `path` as `key`, resuming from `checkpoint`; returns once verified.
 
-        `on_progress(done, total)` is called from this thread after every part. Setting `stop`
+        `on_progress(done, total)` is called as the bytes go out (from the part threads too:
+        keep it quick and thread-safe). Setting `stop`
         lets the parts in flight finish, saves the checkpoint and raises UploadInterrupted.
         """
         plan = plan_file(Path(path), self.part_size)
@@ -332,9 +398,7 @@ class S3Storage:
         if plan.multipart:
             self._multipart(Path(path), key, plan, checkpoint, on_progress, stop)
         else:
-            self._put(Path(path), key, plan)
-            if on_progress is not None:
-                on_progress(plan.size, plan.size)
+            self._put(Path(path), key, plan, _Meter(plan.size, 0, on_progress))
         try:
             self.verify(obj)
         finally:
@@ -364,22 +428,24 @@ class S3Storage:
             and (obj.etag is None or head.get("ETag", "").strip('"') == obj.etag)
         )
 
-    def _put(self, path: Path, key: str, plan: _Plan) -> None:
+    def _put(self, path: Path, key: str, plan: _Plan, meter: _Meter) -> None:
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc.strerror}", retryable=False) from None
-        self._call(
-            "upload",
-            self.client.put_object,
-            Bucket=self.bucket,
-            Key=key,
-            Body=data,
-            ContentMD5=base64.b64encode(plan.md5s[0]).decode(),
-            ContentType=_content_type(key),
-            Metadata={"sha256": plan.sha256},
-            **self.sse,
-        )
+
+        def send() -> Any:  # a fresh body per attempt: a retry starts at its first byte
+            return self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=_CountingBody(data, meter, 1, hashed_first=self.signs_payload),
+                ContentMD5=base64.b64encode(plan.md5s[0]).decode(),
+                ContentType=_content_type(key),
+                Metadata={"sha256": plan.sha256},
+                **self.sse,
+            )
+
+        self._call("upload", send)
 
     def _multipart(
         self,
@@ -416,9 +482,8 @@ class S3Storage:
                 checkpoint.save(state)
         upload_id: str = state["upload_id"]
         done: dict[int, dict[str, Any]] = {int(p["number"]): p for p in state["parts"]}
-        sent = sum(int(p["size"]) for p in done.values())
-        if on_progress is not None:
-            on_progress(sent, plan.size)
+        meter = _Meter(plan.size, sum(int(p["size"]) for p in done.values()), on_progress)
+        meter.finished(0, 0)  # where a resumed upload starts
 
         def record(number: int, etag: str) -> None:
             done[number] = {"number": number, "etag": etag, "size": plan.span(number)[1]}
@@ -435,7 +500,9 @@ class S3Storage:
                     number = next(todo, None)
                     if number is None:
                         break
-                    fut = pool.submit(self._upload_part, path, key, upload_id, plan, number)
+                    fut = pool.submit(
+                        self._upload_part, path, key, upload_id, plan, number, meter
+                    )
                     in_flight[fut] = number
                 if not in_flight:
                     break
@@ -443,9 +510,7 @@ class S3Storage:
                 for fut in finished:
                     number = in_flight.pop(fut)
                     record(number, fut.result())
-                    sent += plan.span(number)[1]
-                    if on_progress is not None:
-                        on_progress(sent, plan.size)
+                    meter.finished(number, plan.span(number)[1])
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             # Parts that finished while we were failing are on the server: remember them.
@@ -458,7 +523,9 @@ class S3Storage:
             )
         self._complete(key, upload_id, done, plan)
 
-    def _upload_part(self, path: Path, key: str, upload_id: str, plan: _Plan, number: int) -> str:
+    def _upload_part(
+        self, path: Path, key: str, upload_id: str, plan: _Plan, number: int, meter: _Meter
+    ) -> str:
         offset, length = plan.span(number)
         try:
             with path.open("rb") as fh:
@@ -468,16 +535,17 @@ class S3Storage:
             raise StorageError(f"cannot read {path}: {exc.strerror}", retryable=False) from None
         if len(data) != length:
             raise StorageError(f"{path} shrank during the upload", retryable=False)
-        resp = self._call(
-            f"upload of part {number}/{plan.parts}",
-            self.client.upload_part,
-            Bucket=self.bucket,
-            Key=key,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=data,
-            ContentMD5=base64.b64encode(plan.md5s[number - 1]).decode(),
-        )
+        def send() -> Any:  # a fresh body per attempt: a retry starts at its first byte
+            return self.client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=_CountingBody(data, meter, number, hashed_first=self.signs_payload),
+                ContentMD5=base64.b64encode(plan.md5s[number - 1]).decode(),
+            )
+
+        resp = self._call(f"upload of part {number}/{plan.parts}", send)
         return str(resp["ETag"])
 
     def _complete(
