@@ -53,7 +53,8 @@ class VideoLinks:
             return False
         expected = self._sig(booking_id, int(exp))
         fresh = int(exp) > (now if now is not None else time.time())
-        return hmac.compare_digest(expected, sig) and fresh
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError).
+        return hmac.compare_digest(expected.encode(), sig.encode()) and fresh
 
 
 def video_links(request: Request) -> VideoLinks:
