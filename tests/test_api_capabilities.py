@@ -103,10 +103,18 @@ def test_reads_with_the_token_show_them(client: TestClient, path: str) -> None:
 
 
 def test_no_other_read_route_leaks_them(client: TestClient) -> None:
-    for path in ("/status", "/metrics", "/openapi.json"):
+    for path in ("/status", "/metrics", "/openapi.json", "/", "/page/live"):
         r = client.get(path)
         assert r.status_code == 200, path
         assert "X-Amz-Signature" not in r.text, path
+
+
+def test_the_page_shows_them_only_with_the_token(client: TestClient) -> None:
+    # The box's copy (/nowhere/up1.mp4) is gone, so the bucket's presigned URL is the way in.
+    videos = client.get("/page/live", headers=AUTH).json()["videos"]
+    assert SIGNED.replace("&", "&amp;") in videos
+    anonymous = client.get("/page/live", headers={"Authorization": "Bearer nope"}).json()
+    assert "X-Amz-Signature" not in anonymous["videos"]
 
 
 def test_the_stored_booking_keeps_them(client: TestClient, secured: Context) -> None:
