@@ -36,13 +36,17 @@ from controller.fsm.store import new_booking_id
 GENERATED_ID_TRIES = 5
 # Keys whose value grants access to a video by itself: only the token's bearer may see them.
 CAPABILITY_KEYS = frozenset({"presigned_url", "share"})  # share: the players' links
+# The players' own address and what was mailed to it: not for every reader of the API either.
+PRIVATE_KEYS = frozenset({"contact_email", "notify"})
 
 
 def without_capabilities(value: Any) -> Any:
     """`value` with every capability key dropped, however deep (the upload list nests them)."""
     if isinstance(value, dict):
         return {
-            k: without_capabilities(v) for k, v in value.items() if k not in CAPABILITY_KEYS
+            k: without_capabilities(v)
+            for k, v in value.items()
+            if k not in CAPABILITY_KEYS and k not in PRIVATE_KEYS
         }
     if isinstance(value, list):
         return [without_capabilities(v) for v in value]
@@ -98,7 +102,9 @@ async def list_bookings(request: Request) -> JSONResponse:
 async def create_booking(request: Request) -> JSONResponse:
     body: BookingIn = validate(BookingIn, await read_json(request))
     state = api_state(request)
-    extra = {"media": body.media.stored()} if body.media and body.media.stored() else None
+    extra = {"media": body.media.stored()} if body.media and body.media.stored() else {}
+    if body.contact_email:
+        extra["contact_email"] = body.contact_email
     for attempt in range(GENERATED_ID_TRIES):
         # The store's generated ids carry 24 random bits per minute: at hundreds of bookings
         # a minute two can meet, and the client that sent no id must not see that as a 409.

@@ -13,6 +13,7 @@ from api import replays_openapi
 from api.page_openapi import PAGE_PATHS
 from api.schemas import (
     DEFAULT_LIST,
+    EMAIL_PATTERN,
     ID_PATTERN,
     MAX_BODY_BYTES,
     MAX_LIST,
@@ -148,6 +149,8 @@ SCHEMAS: dict[str, Any] = {
             "camera_id": {"type": ["string", "null"], "pattern": ID_PATTERN,
                           "description": "camera / court id; default: this device"},
             "media": {"anyOf": [_ref("MediaIn"), {"type": "null"}]},
+            "contact_email": {"type": ["string", "null"], "pattern": EMAIL_PATTERN,
+                              "description": "where the player's video links are mailed"},
         },
     },
     "BookingPatch": {

@@ -33,6 +33,7 @@ DEFAULT_LIST = 1_000
 # accept a trailing newline.
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 USER_PATTERN = r"^[A-Za-z0-9_.@:-]{1,128}$"
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}$"
 TIME_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,6})?)?"
     r"(Z|[+-][0-9]{2}:[0-9]{2})$"
@@ -72,6 +73,7 @@ def _fullmatch(pattern: str, what: str) -> BeforeValidator:
 
 Time = Annotated[datetime, BeforeValidator(parse_time)]
 BookingId = Annotated[str, _fullmatch(ID_PATTERN, "must be 1-64 characters of A-Z a-z 0-9 _ -")]
+Email = Annotated[str, _fullmatch(EMAIL_PATTERN, "must be one address such as player@example.com")]
 UserId = Annotated[
     str, _fullmatch(USER_PATTERN, "must be 1-128 characters of A-Z a-z 0-9 _ . @ : -")
 ]
@@ -105,6 +107,8 @@ class BookingIn(_Strict):
     user_id: UserId | None = None
     camera_id: BookingId | None = None
     media: MediaIn | None = None
+    # Where the player's video links are mailed, when the box has SMTP (docs/replays.md).
+    contact_email: Email | None = None
 
 
 class BookingPatch(_Strict):

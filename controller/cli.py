@@ -127,11 +127,15 @@ def history_table(rows: Iterable[TransitionRow]) -> Table:
     return table
 
 
-def show_booking(ctx: Context, booking_id: str, as_json: bool) -> None:
+def show_booking(ctx: Context, booking_id: str, as_json: bool, qr: bool = False) -> None:
+    from controller.cli_replays import show_replays
+    from controller.fsm.marks import marks_of
+
     booking = ctx.store.get(booking_id)
     history = ctx.store.history(booking_id)
     if as_json:
-        print_json(booking.to_dict() | {"history": [h.to_dict() for h in history]})
+        marks = [m.to_dict() for m in marks_of(ctx.store, booking_id)]
+        print_json(booking.to_dict() | {"marks": marks, "history": [h.to_dict() for h in history]})
         return
     fields = [
         ("id", booking.id),
@@ -152,6 +156,7 @@ def show_booking(ctx: Context, booking_id: str, as_json: bool) -> None:
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
         out.print(f"{name:<{width}}  {value}", markup=False)
+    show_replays(ctx, booking, qr)
     out.print()
     out.print(history_table(history))
 
@@ -162,6 +167,7 @@ def show_booking(ctx: Context, booking_id: str, as_json: bool) -> None:
 @click.option("--user", "user_id", help="The booking system's user id.")
 @click.option("--camera", "camera_id", help="Camera / court id (default: this device).")
 @click.option("--id", "booking_id", help="Booking id (default: generated).")
+@click.option("--email", help="Where the player's video links are mailed (when SMTP is set).")
 @json_option
 @click.pass_context
 def add(
@@ -171,6 +177,7 @@ def add(
     user_id: str | None,
     camera_id: str | None,
     booking_id: str | None,
+    email: str | None,
     as_json: bool,
 ) -> None:
     """Create a booking."""
@@ -181,6 +188,7 @@ def add(
         booking_id=booking_id,
         user_id=user_id,
         camera_id=camera_id,
+        extra={"contact_email": email} if email else None,
     )
     nudge(context(ctx))
     if as_json:
@@ -211,11 +219,12 @@ def bookings(ctx: click.Context, states: tuple[str, ...], limit: int | None, as_
 
 @main.command()
 @click.argument("booking_id")
+@click.option("--qr", is_flag=True, help="Also the QR code of the video's share link.")
 @json_option
 @click.pass_context
-def show(ctx: click.Context, booking_id: str, as_json: bool) -> None:
-    """One booking with its whole transition history."""
-    show_booking(context(ctx), booking_id, as_json)
+def show(ctx: click.Context, booking_id: str, qr: bool, as_json: bool) -> None:
+    """One booking with its whole transition history (and its marks, clips, links)."""
+    show_booking(context(ctx), booking_id, as_json, qr)
 
 
 @main.command()
@@ -269,4 +278,4 @@ def nudge(ctx: Context) -> None:
 
 
 # The verbs that run things live in their own module; importing it registers them.
-from controller import cli_api, cli_run, cli_sync  # noqa: E402, F401
+from controller import cli_api, cli_replays, cli_run, cli_sync  # noqa: E402, F401

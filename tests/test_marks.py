@@ -172,3 +172,47 @@ def test_bad_pin_names_are_one_clear_line() -> None:
     assert parse_pin("gpio4") == "GPIO4" and parse_pin("27") == 27
     with pytest.raises(ButtonError, match="is not a GPIO pin"):
         parse_pin("pin seventeen")
+
+
+def test_mark_routes_need_the_token_store_refuse_and_merge(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+    from controller.config import load_settings
+    from controller.context import open_context
+
+    token = "marks-token-0123456789abcdef"
+    auth = {"Authorization": f"Bearer {token}"}
+    ctx = open_context(load_settings(data_dir=tmp_path, device_id="court-1",
+                                     api_token=SecretStr(token)))  # fmt: skip
+    now = datetime.now(UTC).replace(microsecond=0)
+    ctx.store.create(now - timedelta(minutes=5), now + timedelta(minutes=55), booking_id="b1")
+    ctx.store.fire("b1", "start")
+    ctx.store.create(now + timedelta(hours=2), now + timedelta(hours=3), booking_id="b2")
+    try:
+        with TestClient(create_app(context=ctx)) as client:
+            assert client.post("/cameras/court-1/mark").status_code == 401
+            first = client.post("/cameras/court-1/mark", headers=auth)
+            assert first.status_code == 201, first.text
+            assert first.json()["booking_id"] == "b1" and not first.json()["duplicate"]
+            again = client.post("/bookings/b1/marks", headers=auth, json={})
+            assert again.status_code == 200 and again.json()["duplicate"]
+            at = (now - timedelta(minutes=2)).isoformat()
+            earlier = client.post("/bookings/b1/marks", headers=auth, json={"at": at})
+            assert earlier.status_code == 201
+            assert [m["source"] for m in client.get("/bookings/b1/marks").json()] == ["api"] * 2
+            before = (now - timedelta(minutes=10)).isoformat()
+            refused = client.post("/bookings/b1/marks", headers=auth, json={"at": before})
+            assert refused.status_code == 409 and "before booking b1 started" in refused.text
+            assert refused.json()["error"] == "not_recording"
+            idle = client.post("/bookings/b2/marks", headers=auth)
+            assert idle.status_code == 409 and "not recording" in idle.json()["detail"]
+            nothing = client.post("/cameras/court-9/mark", headers=auth)
+            assert nothing.status_code == 409
+            naive = client.post("/bookings/b1/marks", headers=auth, json={"at": "2030-01-01T10:00"})
+            assert naive.status_code == 422
+            assert client.post("/bookings/zz/marks", headers=auth).status_code == 404
+            assert client.post("/bookings/b1/marks", headers=auth, json={"x": 1}).status_code == 422
+    finally:
+        ctx.close()

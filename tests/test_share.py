@@ -253,3 +253,18 @@ def test_the_keeper_thread_makes_links_when_woken(template_ctx: Context) -> None
             time.sleep(0.05)
     finally:
         keeper.stop()
+
+
+def test_contact_email_is_taken_checked_and_shown_only_with_the_token(
+    template_ctx: Context,
+) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    body = {"start_time": start.isoformat(), "end_time": (start + timedelta(hours=1)).isoformat(),
+            "id": "bk9", "contact_email": "player@example.com"}  # fmt: skip
+    with TestClient(create_app(context=template_ctx)) as client:
+        assert client.post("/bookings", json=body | {"contact_email": "no"},
+                           headers=AUTH).status_code == 422  # fmt: skip
+        assert client.post("/bookings", json=body, headers=AUTH).status_code == 201
+        assert "contact_email" not in client.get("/bookings/bk9").json()["extra"]
+        shown = client.get("/bookings/bk9", headers=AUTH).json()["extra"]
+        assert shown["contact_email"] == "player@example.com"

@@ -49,6 +49,8 @@ log = logging.getLogger("ezrec.store")
 
 BOOKING_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 USER_ID = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+# Where the player's video links are mailed (extra["contact_email"]); one plain address.
+EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[^@\s<>,;\"]{1,253}$")
 # Columns a transition may change besides the state machine's own bookkeeping.
 CHANGEABLE = frozenset(
     {"raw_dir", "processed_path", "video_url", "start_time", "end_time", "extra"}
@@ -275,6 +277,9 @@ class BookingStore:
             raise InvalidBooking("id must be 1-64 characters of A-Z a-z 0-9 _ -")
         if user_id is not None and not USER_ID.fullmatch(user_id):
             raise InvalidBooking("user_id must be 1-128 characters of A-Z a-z 0-9 _ . @ : -")
+        email = (extra or {}).get("contact_email")
+        if email is not None and not EMAIL.fullmatch(str(email)):
+            raise InvalidBooking("contact_email must be one address such as player@example.com")
         camera = camera_id or self.device_id
         if not BOOKING_ID.fullmatch(camera):
             raise InvalidBooking("camera_id must be 1-64 characters of A-Z a-z 0-9 _ -")
