@@ -6,6 +6,7 @@ API shows them only with its token).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import click
@@ -98,9 +99,13 @@ def clips_table(booking: Booking) -> Table:
     for column in ("CLIP", "FROM", "TO", "MARKS", "FILE"):
         table.add_column(column, no_wrap=True)
     for clip in booking.extra.get("clips") or []:
-        table.add_row(clip["name"], clip.get("from", "-")[11:19], clip.get("to", "-")[11:19],
-                      str(len(clip.get("marks") or [])), clip["path"])  # fmt: skip
+        start, end = (_clock(clip.get(k)) for k in ("from", "to"))
+        table.add_row(clip["name"], start, end, str(len(clip.get("marks") or [])), clip["path"])
     return table
+
+
+def _clock(iso: str | None) -> str:
+    return when(datetime.fromisoformat(iso))[11:19] if iso else "-"
 
 
 def show_replays(c: Context, booking: Booking, qr: bool) -> None:
