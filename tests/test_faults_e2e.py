@@ -4,6 +4,10 @@ must be delivered, storage that refuses, a disk that fills (docs/reliability.md)
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,7 @@ import pytest
 
 from controller.db import utcnow
 from controller.recordings import read_runs
-from tests._e2e import ROOT, probe, state_of, wait_for
+from tests._e2e import ROOT, ffmpeg_children_of, probe, state_of, wait_for
 
 pytestmark = pytest.mark.slow
 FAKE_PICAMERA2 = ROOT / "tests" / "fake_picamera2"
@@ -52,3 +56,45 @@ def test_back_to_back_on_exclusive_cameras_lose_no_start(world: Any) -> None:
     for booking_id in ("first", "second"):
         duration = probe(Path(store.get(booking_id).processed_path or ""))["duration"]
         assert duration == pytest.approx(4.0, abs=0.5), booking_id
+
+
+def test_an_encoder_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """The builder's ffmpeg goes through the same spawner as the cameras: when the supervisor
+    is SIGKILLed, the kernel kills the encode too, so it cannot race a restarted build."""
+    script = tmp_path / "encode.py"
+    script.write_text(
+        "import threading\n"
+        "from controller.drivers.builder.ffmpeg_run import run_ffmpeg\n"
+        "argv = ['ffmpeg', '-nostdin', '-f', 'lavfi', '-i', 'testsrc=size=640x480:rate=30',\n"
+        f"        '-t', '600', '-c:v', 'libx264', '-y', {str(tmp_path / 'out.mp4')!r}]\n"
+        "run_ffmpeg(argv, 600.0, lambda s: print('AT', s, flush=True), threading.Event())\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("AT")  # the encode is running
+        wait_for(lambda: bool(ffmpeg_children_of(tmp_path)), 10, "the encoder")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: not ffmpeg_children_of(tmp_path), 5, "the encoder to die with it")
+    finally:
+        proc.kill()
+
+
+def test_sigkill_during_an_encode_then_restart(world: Any) -> None:
+    """Killed mid-build and restarted: the new attempt builds in a scratch folder of its own
+    (stale ones are cleared) and the booking reaches video_uploaded."""
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=4), booking_id="enc")
+    proc = world.start("--slow", "build", "--pause", "60")
+    processed = world.dir / "recordings" / "processed"
+    wait_for(lambda: bool(list(processed.glob(".enc.work*"))), 120, "a build under way")
+    proc.kill()
+    proc.wait(10)
+    wait_for(lambda: not ffmpeg_children_of(world.dir), 10, "no child left")
+    assert state_of(world.ctx, "enc") == "completed"
+    world.start()
+    wait_for(lambda: state_of(world.ctx, "enc") == "video_uploaded", 120, "video_uploaded")
+    assert not list(processed.glob(".enc.work*")), "scratch folders are cleaned up"

@@ -15,7 +15,6 @@ segment muxer, watched through `-progress`, started so that it dies with the sup
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import re
@@ -25,12 +24,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Queue
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
+from controller.drivers.children import spawn_child
 from controller.recordings import (
     LayoutError,
     RunManifest,
@@ -209,85 +207,11 @@ def ffmpeg_jpeg(input_args: Sequence[str], timeout: float = 10.0) -> bytes | Non
     return data if done.returncode == 0 and data.startswith(b"\xff\xd8") else None
 
 
-# ---------------------------------------------------------------------------------------------
-# Child processes that die with the supervisor
-# ---------------------------------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-
-
 def ffmpeg_binary() -> str:
     found = shutil.which("ffmpeg")
     if not found:
         raise CameraError("ffmpeg not found on PATH (Debian: apt install ffmpeg)")
     return found
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl  # type: ignore[no-any-return]
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-_prctl = _load_prctl()
-
-
-class _Spawner:
-    """Starts children from one long-lived thread.
-
-    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: a
-    child started from a short-lived worker thread would be killed when that thread ends. This
-    daemon thread lives as long as the process, so the signal means "the supervisor died".
-    """
-
-    def __init__(self) -> None:
-        self._queue: Queue[tuple[list[str], dict[str, Any], Future[subprocess.Popen[bytes]]]]
-        self._queue = Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def popen(self, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="ezrec-spawner", daemon=True
-                )
-                self._thread.start()
-        future: Future[subprocess.Popen[bytes]] = Future()
-        self._queue.put((cmd, kwargs, future))
-        return future.result()
-
-    def _run(self) -> None:
-        while True:
-            cmd, kwargs, future = self._queue.get()
-            try:
-                future.set_result(subprocess.Popen(cmd, **kwargs))
-            except BaseException as exc:  # handed to the caller, who decides
-                future.set_exception(exc)
-
-
-_spawner = _Spawner()
-
-
-def spawn_child(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Popen in its own process group, killed by the kernel (SIGKILL) if the supervisor dies.
-
-    Its own process group (new session) so that a Ctrl-C in the terminal reaches only the
-    supervisor, which then stops the recording cleanly instead of ffmpeg dying mid-write.
-    """
-    parent = os.getpid()
-    prctl = _prctl
-
-    def child_setup() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            # The parent may have died between fork and prctl: then nobody would kill us.
-            if os.getppid() != parent:
-                os._exit(1)
-
-    return _spawner.popen(cmd, preexec_fn=child_setup, start_new_session=True, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -306,7 +307,7 @@ def _intro_job(plan: Plan, params: dict[str, Any]) -> tuple[Path, Job | None]:
     else:
         argv += ["-preset", plan.spec.preset, "-crf", str(plan.spec.crf)]
     cache.mkdir(parents=True, exist_ok=True)
-    temp = cache / f".{cached.name}.part"
+    temp = cache / f".{cached.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
     plan.scratch.append(temp)
     argv += ["-f", "mpegts", "-y", str(temp)]
     seconds = intro_seconds(intro.duration, params["fps"])

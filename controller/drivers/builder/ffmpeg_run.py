@@ -15,6 +15,7 @@ from pathlib import Path
 from controller.drivers.builder.spec import (
     BuildError,
 )
+from controller.drivers.children import spawn_child
 from controller.drivers.media import ProbeError, ffprobe, video_stream
 
 log = logging.getLogger("ezrec.builder")
@@ -43,10 +44,10 @@ def run_ffmpeg(
 ) -> None:
     """Run one ffmpeg with -progress on stdout, stderr drained, stoppable; raise on failure."""
     cmd = [argv[0], "-progress", "pipe:1", "-nostats", *argv[1:]]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,  # a Ctrl-C meant for the supervisor must not kill the encode
-    )  # fmt: skip
+    # Tied to our life: after a SIGKILL of the supervisor no encoder goes on writing.
+    proc = spawn_child(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     tail: deque[str] = deque(maxlen=30)
 
     def drain_stderr() -> None:

@@ -3,6 +3,8 @@ overlays placed; the plan that the graph or the fast path fills with ffmpeg jobs
 
 from __future__ import annotations
 
+import os
+import secrets
 import statistics
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -203,7 +205,13 @@ class Plan:
 
 
 def work_dir(spec: BuildSpec) -> Path:
-    return spec.output.parent / f".{spec.output.stem}.work"
+    """A scratch folder of this attempt's own: an attempt never writes where another did."""
+    return spec.output.parent / f".{spec.output.stem}.work-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def stale_work_dirs(spec: BuildSpec) -> list[Path]:
+    """Scratch folders of earlier attempts at this output (killed with the supervisor)."""
+    return sorted(spec.output.parent.glob(f".{spec.output.stem}.work*"))
 
 
 def prepare_feeds(spec: BuildSpec, notes: list[str]) -> list[PreparedFeed]:

@@ -30,6 +30,7 @@ from controller.drivers.builder.plan import (
     prepare_feeds,
     probe_media,
     recording_length,
+    stale_work_dirs,
     work_dir,
 )
 from controller.drivers.builder.spec import (
@@ -134,6 +135,9 @@ def build(
 ) -> BuildResult:
     """Build the finished video(s) of ``spec``; raises BuildError with the reason."""
     began = time.monotonic()
+    for stale in stale_work_dirs(spec):
+        # Their encoders died with the supervisor that ran them (children.spawn_child).
+        shutil.rmtree(stale, ignore_errors=True)
     plan = make_plan(spec)
     try:
         plan.write_inputs()
