@@ -85,6 +85,7 @@
       ? document.activeElement.id : "";
     element.innerHTML = html; // rendered and escaped by the server's templates
     shown.set(name, html);
+    if (name === "bookings") paintArmed();
     if (focused && byId(focused)) byId(focused).focus(); // keyboard users keep their place
   }
 
@@ -144,21 +145,32 @@
     retry: (id) => ["POST", `/bookings/${encodeURIComponent(id)}/retry`, `Retrying ${id}`],
   };
 
+  // A cancel stops a recording: it takes a second, deliberate press within ARM_MS. Kept by
+  // booking id, not on the button, because a poll may replace the button in between.
+  const ARM_MS = 5000;
+  const armedUntil = new Map();
+
+  function paintArmed() {
+    const now = Date.now();
+    document.querySelectorAll('button[data-action="cancel"]').forEach((button) => {
+      const id = button.dataset.id;
+      const armed = (armedUntil.get(id) || 0) > now;
+      button.dataset.armed = armed ? "yes" : "";
+      button.textContent = armed ? "Press again to cancel" : "Cancel";
+      button.setAttribute("aria-label", `${armed ? "Press again to cancel" : "Cancel"} booking ${id}`);
+    });
+  }
+
   async function act(button) {
     const id = button.dataset.id;
     const [method, path, what] = ACTIONS[button.dataset.action](id);
-    if (button.dataset.action === "cancel" && button.dataset.armed !== "yes") {
-      // A cancel stops a recording: it takes a second, deliberate press.
-      button.dataset.armed = "yes";
-      button.textContent = "Press again to cancel";
-      button.setAttribute("aria-label", `Press again to cancel booking ${id}`);
-      setTimeout(() => {
-        button.dataset.armed = "";
-        button.textContent = "Cancel";
-        button.setAttribute("aria-label", `Cancel booking ${id}`);
-      }, 5000);
+    if (button.dataset.action === "cancel" && !((armedUntil.get(id) || 0) > Date.now())) {
+      armedUntil.set(id, Date.now() + ARM_MS);
+      paintArmed();
+      setTimeout(paintArmed, ARM_MS + 50);
       return;
     }
+    armedUntil.delete(id);
     button.disabled = true;
     try {
       const answer = await request(method, path);
