@@ -181,6 +181,32 @@ def test_cancel_is_refused_without_the_token_and_done_with_it(page: Any, box: Bo
         assert http.get("/bookings/later-1").json()["state"] == "cancelled"
 
 
+def test_a_change_the_page_has_not_seen_yet_is_refused_in_the_apis_words(
+    page: Any, box: Box
+) -> None:
+    book(box, "race-1", datetime.now(UTC) + timedelta(hours=4), 1800, camera_id="court6")
+    set_token(page)
+    cancel = page.locator("#cancel-race-1")
+    expect(cancel).to_be_visible(timeout=LONG_S)
+    # The page goes on showing what it last saw while the box is unreachable for its polls...
+    page.route("**/page/live", lambda route: route.abort())
+    expect(page.locator("#offline")).to_contain_text("No connection to the box since",
+                                                     timeout=LONG_S)
+    ctx = open_context(load_settings(data_dir=box.data_dir))
+    try:  # ...and meanwhile the booking moves on (the supervisor found nothing could record)
+        ctx.store.fire("race-1", "miss", detail="no camera")
+    finally:
+        ctx.close()
+    cancel.click()
+    cancel.click()
+    message = page.locator("#message")
+    expect(message).to_contain_text("refused (409 invalid_transition)")
+    expect(message).to_contain_text("cannot cancel a booking in state 'missed'")
+    page.unroute("**/page/live")
+    expect(page.locator("#offline")).to_be_hidden(timeout=LONG_S)
+    expect(state_cell(page, "race-1")).to_have_text("missed", timeout=LONG_S)
+
+
 def test_new_booking_from_the_page(page: Any, box: Box) -> None:
     set_token(page)
     start = datetime.now().astimezone() + timedelta(hours=6)
