@@ -173,6 +173,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
         + (f"  {temp:.0f} °C" if temp is not None else ""),
         markup=False,
     )
+    for item in report["needs_operator"]:
+        out.print(f"NEEDS YOU   {item['id']} ({item['state']}): {item['error']} - {item['fix']}",
+                  markup=False)
     if report["last_errors"]:
         out.print("last errors", markup=False)
         for line in report["last_errors"][-10:]:

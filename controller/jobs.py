@@ -23,6 +23,10 @@ from controller.drivers.media import MediaCache
 Progress = Callable[[float], None]
 
 
+class OutputMissing(FileNotFoundError):
+    """The finished video is not on disk any more: it must be built again."""
+
+
 @dataclass
 class BuildOutcome:
     outputs: list[Path]
@@ -181,7 +185,7 @@ def upload_video(
     if missing:
         # The finished file is gone (disk swapped?): the raw files are still there, so the
         # caller sends the booking back to processing rather than failing forever.
-        raise FileNotFoundError(f"processed video missing: {', '.join(missing)}")
+        raise OutputMissing(f"processed video missing: {', '.join(missing)}")
     total = sum(p.stat().st_size for p in outputs)
     done_before = 0
     objects: list[dict[str, Any]] = []

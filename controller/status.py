@@ -45,6 +45,12 @@ def collect(settings: Settings, store: BookingStore, now: datetime | None = None
     for booking in failed:
         if booking.last_error:
             last_errors.append(f"{booking.id} ({booking.state}): {booking.last_error}")
+    # Failed with no retry left or none possible: only an operator moves these on.
+    stuck = [
+        {"id": b.id, "state": b.state, "error": b.last_error or "",
+         "fix": f"fix the cause, then `ezrec retry {b.id}`"}
+        for b in failed if b.next_attempt_at is None
+    ]
     busy = store.list(state=["recording", "completed", "video_processed"], limit=50)
     snapshot = _plain(system.snapshot(settings.data_dir))
     free_mb = float(snapshot.get("disk_free_mb", 0.0))
@@ -69,6 +75,7 @@ def collect(settings: Settings, store: BookingStore, now: datetime | None = None
             }
             for b in busy
         ],
+        "needs_operator": stuck,
         "last_errors": last_errors[-20:],
         "system": snapshot,
     }

@@ -28,12 +28,14 @@ from controller.config import Settings
 from controller.db import Booking, utcnow
 from controller.drivers.camera import CameraDriver, CameraError, RecordingHandle
 from controller.fsm import BookingStore, InvalidTrigger, StaleVersion
+from controller.drivers.storage import StorageError
 from controller.fsm.machine import (
     COMPLETED,
     CONFIRMED,
     FAILED_STATES,
     RECORDING,
     VIDEO_PROCESSED,
+    RECORDING_FAILED,
 )
 
 log = logging.getLogger("ezrec.supervisor")
@@ -261,6 +263,8 @@ class Supervisor:
             return  # _watch_recordings stops it at its end
         if booking.end_time > now:
             # Found `recording` with nobody recording it: we restarted, or every camera
+        elif booking.state == RECORDING_FAILED and booking.end_time <= now:
+            self._settle_failed_recording(booking)
             # failed. Record on into a new run; earlier runs stay on disk.
             self._start_cameras(booking.id, booking.end_time, resumed=True)
         else:
@@ -323,6 +327,21 @@ class Supervisor:
             )
         try:
             cameras = self.cameras.discover()
+    def _settle_failed_recording(self, booking: Booking) -> None:
+        """The slot of a failed recording is over: deliver what it recorded, or call it missed."""
+        folder = jobs.raw_dir(self.settings, booking.id)
+        recordings.relay_all(folder)
+        why = booking.last_error or "the recording failed"
+        if jobs.has_recording(self.settings, booking.id):
+            self.store.fire(
+                booking.id, "finish", changes={"raw_dir": str(folder)},
+                detail=f"partial recording delivered: {why}; finalised from the footage on disk",
+            )
+            self._wake()
+        else:
+            detail = f"the slot ended with nothing recorded: {why}"
+            self.store.fire(booking.id, "miss", detail=detail)
+
         except Exception as exc:
             return f"camera discovery failed: {exc}"
         if not any(getattr(c, "up", True) for c in cameras):
@@ -473,9 +492,7 @@ class Supervisor:
             try:
                 outcome = job.future.result()
             except Exception as exc:
-                reason = str(exc) or type(exc).__name__
-                self._error(f"{booking_id}: {job.kind} failed: {reason}")
-                self._fire_quietly(booking_id, "fail", error=reason)
+                self._job_failed(booking_id, job.kind, exc)
                 continue
             if job.kind == "build":
                 self._built(booking_id, outcome)
@@ -512,6 +529,19 @@ class Supervisor:
                 "extra": {"uploaded": outcome.objects, "presigned_url": outcome.presigned_url},
             },
         )
+    def _job_failed(self, booking_id: str, kind: str, exc: Exception) -> None:
+        """What a failed job means for its booking: the one place failures become triggers."""
+        reason = str(exc) or type(exc).__name__
+        self._error(f"{booking_id}: {kind} failed: {reason}")
+        if isinstance(exc, jobs.OutputMissing):
+            self._fire_quietly(booking_id, "rebuild", detail=f"{reason}: building it again")
+        elif isinstance(exc, StorageError) and not exc.retryable:
+            # Bad credentials, no such bucket, access denied: retrying changes nothing.
+            self._fire_quietly(booking_id, "fail", error=f"{reason} (needs an operator: fix the "
+                               "setting, then `ezrec retry`)", permanent=True)
+        else:
+            self._fire_quietly(booking_id, "fail", error=reason)
+
 
     def _fire_quietly(self, booking_id: str, trigger: str, **kwargs: Any) -> None:
         try:

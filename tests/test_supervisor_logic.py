@@ -359,3 +359,84 @@ def test_a_nudge_wakes_the_sync_so_a_change_is_pushed_now(world: Any) -> None:
         world.sup.request_stop()
         loop.join(10)
     assert not loop.is_alive() and sidecar.stopped
+
+
+def test_footage_of_a_recording_out_of_attempts_is_delivered(world: Any) -> None:
+    from controller.fsm import RetryPolicy
+
+    world.store.policy = RetryPolicy(max_attempts=1)
+    world.store.create(T0, T0 + timedelta(minutes=30), booking_id="b1")
+    world.clock.advance(60)
+    world.sup.step()
+    world.cams.pending = [Event(0, "died", "cable out"), Event(1, "died", "cable out")]
+    world.clock.advance(60)
+    world.sup.step()
+    b = world.store.get("b1")
+    assert b.state == "recording_failed" and b.next_attempt_at is None  # no attempt left
+    world.clock.now = b.end_time
+    settle(world)
+    b = world.store.get("b1")
+    assert b.state == "video_uploaded", b.to_dict()
+    partial = [h for h in world.store.history("b1") if h.trigger == "finish"]
+    assert partial and "partial recording delivered: every camera" in (partial[0].detail or "")
+
+
+def test_a_failed_recording_without_footage_is_missed_at_its_end(world: Any) -> None:
+    world.cams.fail_start = True
+    world.store.create(T0, T0 + timedelta(minutes=2), booking_id="b1")
+    world.clock.advance(60)
+    world.sup.step()
+    assert world.store.get("b1").state == "recording_failed"
+    world.clock.now = T0 + timedelta(minutes=2)
+    world.sup.step()
+    b = world.store.get("b1")
+    assert b.state == "missed" and "nothing recorded" in (world.store.history("b1")[-1].detail
+                                                          or "")
+
+
+def test_a_vanished_video_is_built_again_not_failed_forever(world: Any) -> None:
+    real_upload = world.sup.upload_fn
+    calls: list[str] = []
+
+    def upload(settings, booking, storage, progress, stop):  # type: ignore[no-untyped-def]
+        calls.append(booking.id)
+        if len(calls) == 1:
+            jobs.processed_path(settings, booking.id).unlink()
+            return jobs.upload_video(settings, booking, storage, progress, stop)
+        return real_upload(settings, booking, storage, progress, stop)
+
+    world.sup.upload_fn = upload
+    world.store.create(T0, T0 + timedelta(minutes=1), booking_id="b1")
+    world.clock.advance(60)
+    world.sup.step()
+    world.clock.now = T0 + timedelta(minutes=1)
+    settle(world, 10)
+    b = world.store.get("b1")
+    assert b.state == "video_uploaded", b.to_dict()
+    triggers = [h.trigger for h in world.store.history("b1")]
+    assert "rebuild" in triggers and "fail" not in triggers
+    assert triggers.count("process") == 2
+
+
+def test_a_storage_error_no_retry_can_fix_waits_for_an_operator(world: Any, ctx: Context) -> None:
+    from controller.drivers.storage import StorageError
+    from controller.status import collect
+
+    world.state["upload_error"] = None
+
+    def upload(settings, booking, storage, progress, stop):  # type: ignore[no-untyped-def]
+        raise StorageError("S3 upload failed: NoSuchBucket (the bucket does not exist)",
+                           retryable=False)
+
+    world.sup.upload_fn = upload
+    world.store.create(T0, T0 + timedelta(minutes=1), booking_id="b1")
+    world.clock.advance(60)
+    world.sup.step()
+    world.clock.now = T0 + timedelta(minutes=1)
+    settle(world)
+    b = world.store.get("b1")
+    assert b.state == "upload_failed" and b.next_attempt_at is None and b.attempts == 1
+    assert "needs an operator" in (b.last_error or "")
+    report = collect(ctx.settings, world.store, now=world.clock())
+    assert [x["id"] for x in report["needs_operator"]] == ["b1"]
+    assert "ezrec retry b1" in report["needs_operator"][0]["fix"]

@@ -87,6 +87,9 @@ _HINTS = {
     "InvalidAccessKeyId": "the access key is not known to the server",
     "SignatureDoesNotMatch": "the secret key is wrong",
     "RequestTimeTooSkewed": "this device's clock is wrong (waiting for NTP?)",
+    # HEAD answers carry no error body: only the status says what is wrong.
+    "403": "access denied: wrong AWS credentials or a missing permission (docs/storage.md)",
+    "404": "the bucket does not exist (check EZREC_STORAGE_URL)",
 }
 
 

@@ -42,7 +42,7 @@ LIVE_STATES = frozenset({CONFIRMED, RECORDING, RECORDING_FAILED})
 
 Trigger = Literal[
     "start", "finish", "process", "upload", "fail", "retry", "cancel", "miss",
-    "reschedule", "note",
+    "rebuild", "reschedule", "note",
 ]
 
 # One row per edge. `retry` leaves a failure state for the state whose work is redone:
@@ -52,6 +52,9 @@ Trigger = Literal[
 TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "start", "source": CONFIRMED, "dest": RECORDING},
     {"trigger": "finish", "source": RECORDING, "dest": COMPLETED},
+    # A recording that failed and whose slot is over is finalised from the footage it left
+    # (partial), whatever attempts were left: footage on disk is always delivered.
+    {"trigger": "finish", "source": RECORDING_FAILED, "dest": COMPLETED},
     {"trigger": "process", "source": COMPLETED, "dest": VIDEO_PROCESSED},
     {"trigger": "upload", "source": VIDEO_PROCESSED, "dest": VIDEO_UPLOADED},
     {"trigger": "fail", "source": RECORDING, "dest": RECORDING_FAILED},
@@ -63,6 +66,9 @@ TRANSITIONS: list[dict[str, Any]] = [
     {"trigger": "retry", "source": UPLOAD_FAILED, "dest": VIDEO_PROCESSED},
     {"trigger": "cancel", "source": [CONFIRMED, RECORDING, RECORDING_FAILED], "dest": CANCELLED},
     {"trigger": "miss", "source": [CONFIRMED, RECORDING_FAILED], "dest": MISSED},
+    # The finished file vanished before its upload (a card swapped, a hand deleting): it is
+    # built again from the raw files, which are kept until the upload is verified.
+    {"trigger": "rebuild", "source": [VIDEO_PROCESSED, UPLOAD_FAILED], "dest": COMPLETED},
     {"trigger": "reschedule", "source": CONFIRMED, "dest": "="},
     {"trigger": "note", "source": list(STATES), "dest": "="},
 ]

@@ -38,6 +38,7 @@ from controller.fsm.machine import (
     FAILED_STATES,
     LIVE_STATES,
     RECORDING,
+    RECORDING_FAILED,
     STATES,
     VIDEO_PROCESSED,
     VIDEO_UPLOADED,
@@ -231,6 +232,8 @@ class BookingStore:
                 Booking.state == RECORDING,
                 Booking.state.in_((COMPLETED, VIDEO_PROCESSED)),
                 and_(Booking.state.in_(FAILED_STATES), Booking.next_attempt_at <= now),
+                # Slot over: its footage is delivered (or it is missed), attempts or not.
+                and_(Booking.state == RECORDING_FAILED, Booking.end_time <= now),
             )
         ).order_by(Booking.start_time)
         lead = timedelta(seconds=preroll_s)
@@ -243,7 +246,9 @@ class BookingStore:
                     )
                 ),
                 session.scalar(
-                    select(func.min(Booking.end_time)).where(Booking.state == RECORDING)
+                    select(func.min(Booking.end_time)).where(
+                        Booking.state.in_((RECORDING, RECORDING_FAILED)), Booking.end_time > now
+                    )
                 ),
                 session.scalar(
                     select(func.min(Booking.next_attempt_at)).where(
@@ -321,13 +326,15 @@ class BookingStore:
         admin: bool = False,
         changes: dict[str, Any] | None = None,
         retry_by: datetime | None = None,
+        permanent: bool = False,
         within: Callable[[Session], None] | None = None,
         push: bool = False,
     ) -> Booking:
         """Apply `trigger` to the booking as one transaction; return the updated booking.
 
         `retry_by` caps the backoff of a `fail` (a recording is retried at the latest when
-        its slot ends, so that what it recorded is finalised then). `within` writes rows that
+        its slot ends, so that what it recorded is finalised then); a `permanent` failure is
+        one no retry can fix (bad credentials): it waits for an operator. `within` writes rows that
         belong to this change (a replay mark) in the same transaction, after the versioned
         update succeeded. `push` sends a `note` to the booking system too (a renewed share
         link); other notes stay local.
@@ -353,7 +360,7 @@ class BookingStore:
         if trigger == "fail":
             attempts = current.attempts + 1
             values["attempts"] = attempts
-            retry_at = self.policy.next_attempt_at(attempts, now, self.rng)
+            retry_at = None if permanent else self.policy.next_attempt_at(attempts, now, self.rng)
             if retry_at is not None and retry_by is not None:
                 retry_at = min(retry_at, max(retry_by, now))
             values["next_attempt_at"] = retry_at
@@ -363,6 +370,11 @@ class BookingStore:
             values["next_attempt_at"] = None
             if admin:
                 values["attempts"] = 0
+        elif trigger == "rebuild":
+            # A new build, not a new chance: attempts and the last error stay as they were.
+            values["next_attempt_at"] = None
+            values["progress"] = None
+            values["progress_stage"] = None
         elif trigger in SUCCESS_TRIGGERS:
             values["attempts"] = 0
             values["next_attempt_at"] = None
