@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from controller.dbhealth import DatabaseUnavailable, describe, is_unavailable
 from controller.fsm import (
     BookingError,
     Conflict,
@@ -114,6 +117,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, detail, headers=exc.headers)
 
 
+# How soon a client may ask again while the database is away (the supervisor retries within
+# seconds too).
+DB_RETRY_AFTER_S = 5
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    if not is_unavailable(exc):
+        raise exc  # a bug, not an outage: the 500 handler answers and the traceback is logged
+    log.warning("%s %s: %s", request.method, request.url.path, describe(exc))
+    return error_response(
+        503,
+        "the database is not reachable right now; try again shortly (the box's log says why)",
+        headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # ServerErrorMiddleware logs the traceback after this answer is sent; the client only
     # learns that it was our fault.
@@ -125,5 +144,9 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     BookingError: _booking_error,
     InvalidTrigger: _booking_error,
     HTTPException: _http_error,
+    # A lost database (server down, network gone, SQLite locked) is 503, not a traceback.
+    DBAPIError: _database_error,
+    PoolTimeout: _database_error,
+    DatabaseUnavailable: _database_error,
     Exception: _unexpected,
 }

@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     min_free_disk_mb: int = Field(default=1024, ge=0)
     retention_grace_h: float = Field(default=24.0, ge=0)
     max_booking_h: float = Field(default=12.0, gt=0)
+    # A database outage the supervisor rides out with nothing recording before it stops
+    # petting the systemd watchdog (systemd then restarts it). A recording in progress is
+    # never cut for an outage: a restart could not reach the database either.
+    db_outage_s: float = Field(default=300.0, ge=0)
 
     @field_validator("rotation", mode="before")
     @classmethod

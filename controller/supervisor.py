@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from controller import clips, jobs, recordings
 from controller.config import Settings
 from controller.db import Booking, utcnow
+from controller.dbhealth import Outage, is_unavailable
 from controller.drivers.camera import CameraDriver, CameraError, RecordingHandle
 from controller.fsm import BookingStore, InvalidTrigger, StaleVersion
 from controller.drivers.storage import StorageError
@@ -156,6 +157,7 @@ class Supervisor:
         self._healthy = True
         self._cameras: list[Any] = []
         self._cameras_at = -1e9
+        self.db_outage = Outage()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -163,7 +165,7 @@ class Supervisor:
         self.notifier.ready()
         try:
             while not self.stop_event.is_set():
-                sleep = self.step()
+                sleep = self._step_riding_out_db_outages()
                 if until is not None and until():
                     break
                 if self.stop_event.is_set():
@@ -173,6 +175,33 @@ class Supervisor:
                     self._wake_sidecars()
         finally:
             self.shutdown()
+
+    def _step_riding_out_db_outages(self) -> float:
+        """step(), except that a database which stops answering does not end the loop: the
+        recordings (camera child processes) go on, the step is retried with backoff (each
+        retry also watches the recordings, so they still stop at their slot's end), and
+        the watchdog is petted for EZREC_DB_OUTAGE_S, or as long as a recording still grows;
+        past that systemd restarts us."""
+        try:
+            sleep = self.step()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            delay = self.db_outage.failed(exc, self.settings.db_url)
+            away = self.db_outage.age_s()
+            self.status_line = (
+                f"database unreachable for {away:.0f} s ({self.db_outage.last_reason}); "
+                + (f"recording {', '.join(sorted(self.active))}" if self.active else "idle")
+            )
+            self.notifier.status(self.status_line)
+            if self._healthy and (self.active or away < self.settings.db_outage_s):
+                self.notifier.watchdog()
+            interval = self.notifier.watchdog_interval()
+            if interval:
+                delay = min(delay, interval)
+            return min(delay, POLL_WHILE_BUSY_S) if self.active else delay
+        self.db_outage.recovered()
+        return sleep
 
     def _wake_sidecars(self) -> None:
         for sidecar in self.sidecars:
@@ -361,8 +390,9 @@ class Supervisor:
     def _watch(self, booking_id: str, active: Active, now: datetime) -> None:
         try:
             state = self.store.get(booking_id).state
-        except Exception:
-            state = None
+        except Exception as exc:
+            # The database gone is not the booking changed: record on, the files are on disk.
+            state = RECORDING if is_unavailable(exc) else None
         if state != RECORDING:
             # Cancelled (or changed) while recording: close the files, keep them.
             self._stop(active, f"recording stopped: booking is now {state}")
@@ -631,7 +661,10 @@ class Supervisor:
         self.notifier.stopping()
         self.stop_event.set()
         for active in list(self.active.values()):
-            self._stop(active, "recording interrupted: controller stopping")
+            try:
+                self._stop(active, "recording interrupted: controller stopping")
+            except Exception as exc:  # the note, with the database gone: stop the others
+                log.warning("%s: %s", active.booking_id, exc)
         for sidecar in self.sidecars:
             sidecar.stop()
         self.builds.shutdown(wait=True, cancel_futures=True)
