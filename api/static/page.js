@@ -143,6 +143,8 @@
   const ACTIONS = {
     cancel: (id) => ["DELETE", `/bookings/${encodeURIComponent(id)}`, `Cancelling ${id}`],
     retry: (id) => ["POST", `/bookings/${encodeURIComponent(id)}/retry`, `Retrying ${id}`],
+    // A replay mark now: its clip comes with the video (docs/replays.md).
+    mark: (id) => ["POST", `/bookings/${encodeURIComponent(id)}/marks`, `Marking ${id}`],
   };
 
   // A cancel stops a recording: it takes a second, deliberate press within ARM_MS. Kept by
@@ -175,7 +177,8 @@
     try {
       const answer = await request(method, path);
       if (answer.ok) {
-        say(`${what}: done, the booking is now ${answer.data.state}.`, "ok");
+        const now = answer.data.state ? `, the booking is now ${answer.data.state}` : "";
+        say(`${what}: done${now}.`, "ok");
       } else {
         say(refusal(what, answer), "error");
       }
