@@ -28,15 +28,15 @@ from controller.config import Settings
 from controller.db import Booking, utcnow
 from controller.dbhealth import Outage, is_unavailable
 from controller.drivers.camera import CameraDriver, CameraError, RecordingHandle
-from controller.fsm import BookingStore, InvalidTrigger, StaleVersion
 from controller.drivers.storage import StorageError
+from controller.fsm import BookingStore, InvalidTrigger, StaleVersion
 from controller.fsm.machine import (
     COMPLETED,
     CONFIRMED,
     FAILED_STATES,
     RECORDING,
-    VIDEO_PROCESSED,
     RECORDING_FAILED,
+    VIDEO_PROCESSED,
 )
 
 log = logging.getLogger("ezrec.supervisor")
@@ -53,8 +53,8 @@ STALL_S = 30.0
 # How long after a booking's end (beyond the pre-roll) the next one on exclusive cameras may
 # start and still take them over running: stopping and reopening a real camera takes seconds.
 HANDOVER_GAP_S = 5.0
-RETENTION_EVERY_S = 300.0
 PROGRESS_EVERY_S = 0.25
+RETENTION_EVERY_S = 300.0
 CAMERAS_EVERY_S = 60.0
 # A multipart upload untouched this long belongs to nobody any more (a box that was off longer
 # just starts that upload over).
@@ -109,8 +109,8 @@ class Job:
     booking_id: str
     future: Future[Any]
     moved_at: float = field(default_factory=time.monotonic)
-
     stored_at: float = 0.0  # when progress last went to the database
+
 
 class Supervisor:
     def __init__(
@@ -263,6 +263,8 @@ class Supervisor:
             self._submit(booking, "build")
         elif booking.state == VIDEO_PROCESSED:
             self._submit(booking, "upload")
+        elif booking.state == RECORDING_FAILED and booking.end_time <= now:
+            self._settle_failed_recording(booking)
         elif booking.state in FAILED_STATES:
             self._auto_retry(booking)
 
@@ -292,8 +294,6 @@ class Supervisor:
             return  # _watch_recordings stops it at its end
         if booking.end_time > now:
             # Found `recording` with nobody recording it: we restarted, or every camera
-        elif booking.state == RECORDING_FAILED and booking.end_time <= now:
-            self._settle_failed_recording(booking)
             # failed. Record on into a new run; earlier runs stay on disk.
             self._start_cameras(booking.id, booking.end_time, resumed=True)
         else:
@@ -327,6 +327,21 @@ class Supervisor:
         else:
             self._fail_recording(booking_id, "nothing was recorded")
 
+    def _settle_failed_recording(self, booking: Booking) -> None:
+        """The slot of a failed recording is over: deliver what it recorded, or call it missed."""
+        folder = jobs.raw_dir(self.settings, booking.id)
+        recordings.relay_all(folder)
+        why = booking.last_error or "the recording failed"
+        if jobs.has_recording(self.settings, booking.id):
+            self.store.fire(
+                booking.id, "finish", changes={"raw_dir": str(folder)},
+                detail=f"partial recording delivered: {why}; finalised from the footage on disk",
+            )
+            self._wake()
+        else:
+            detail = f"the slot ended with nothing recorded: {why}"
+            self.store.fire(booking.id, "miss", detail=detail)
+
     def _fail_recording(self, booking_id: str, reason: str) -> None:
         self._error(f"{booking_id}: {reason}")
         # A recording retry after the slot is pointless, but one AT its end finalises what
@@ -356,21 +371,6 @@ class Supervisor:
             )
         try:
             cameras = self.cameras.discover()
-    def _settle_failed_recording(self, booking: Booking) -> None:
-        """The slot of a failed recording is over: deliver what it recorded, or call it missed."""
-        folder = jobs.raw_dir(self.settings, booking.id)
-        recordings.relay_all(folder)
-        why = booking.last_error or "the recording failed"
-        if jobs.has_recording(self.settings, booking.id):
-            self.store.fire(
-                booking.id, "finish", changes={"raw_dir": str(folder)},
-                detail=f"partial recording delivered: {why}; finalised from the footage on disk",
-            )
-            self._wake()
-        else:
-            detail = f"the slot ended with nothing recorded: {why}"
-            self.store.fire(booking.id, "miss", detail=detail)
-
         except Exception as exc:
             return f"camera discovery failed: {exc}"
         if not any(getattr(c, "up", True) for c in cameras):
@@ -529,6 +529,19 @@ class Supervisor:
             else:
                 self._uploaded(booking_id, outcome)
 
+    def _job_failed(self, booking_id: str, kind: str, exc: Exception) -> None:
+        """What a failed job means for its booking: the one place failures become triggers."""
+        reason = str(exc) or type(exc).__name__
+        self._error(f"{booking_id}: {kind} failed: {reason}")
+        if isinstance(exc, jobs.OutputMissing):
+            self._fire_quietly(booking_id, "rebuild", detail=f"{reason}: building it again")
+        elif isinstance(exc, StorageError) and not exc.retryable:
+            # Bad credentials, no such bucket, access denied: retrying changes nothing.
+            self._fire_quietly(booking_id, "fail", error=f"{reason} (needs an operator: fix the "
+                               "setting, then `ezrec retry`)", permanent=True)
+        else:
+            self._fire_quietly(booking_id, "fail", error=reason)
+
     def _built(self, booking_id: str, outcome: jobs.BuildOutcome) -> None:
         detail = f"built {len(outcome.outputs)} file(s), {outcome.duration_s:.1f} s"
         if outcome.notes:
@@ -559,19 +572,6 @@ class Supervisor:
                 "extra": {"uploaded": outcome.objects, "presigned_url": outcome.presigned_url},
             },
         )
-    def _job_failed(self, booking_id: str, kind: str, exc: Exception) -> None:
-        """What a failed job means for its booking: the one place failures become triggers."""
-        reason = str(exc) or type(exc).__name__
-        self._error(f"{booking_id}: {kind} failed: {reason}")
-        if isinstance(exc, jobs.OutputMissing):
-            self._fire_quietly(booking_id, "rebuild", detail=f"{reason}: building it again")
-        elif isinstance(exc, StorageError) and not exc.retryable:
-            # Bad credentials, no such bucket, access denied: retrying changes nothing.
-            self._fire_quietly(booking_id, "fail", error=f"{reason} (needs an operator: fix the "
-                               "setting, then `ezrec retry`)", permanent=True)
-        else:
-            self._fire_quietly(booking_id, "fail", error=reason)
-
 
     def _fire_quietly(self, booking_id: str, trigger: str, **kwargs: Any) -> None:
         try:
