@@ -216,3 +216,23 @@ def test_mark_routes_need_the_token_store_refuse_and_merge(tmp_path: Path) -> No
             assert client.post("/bookings/b1/marks", headers=auth, json={"x": 1}).status_code == 422
     finally:
         ctx.close()
+
+
+def test_the_staff_page_offers_a_mark_button_only_while_recording(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+    from controller.config import load_settings
+    from controller.context import open_context
+
+    ctx = open_context(load_settings(data_dir=tmp_path, device_id="court-1"))
+    now = datetime.now(UTC).replace(microsecond=0)
+    ctx.store.create(now - timedelta(minutes=5), now + timedelta(minutes=55), booking_id="b1")
+    ctx.store.fire("b1", "start")
+    ctx.store.create(now + timedelta(hours=2), now + timedelta(hours=3), booking_id="b2")
+    try:
+        with TestClient(create_app(context=ctx)) as client:
+            page = client.get("/").text
+        assert 'id="mark-b1"' in page and 'id="mark-b2"' not in page
+    finally:
+        ctx.close()
