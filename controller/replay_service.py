@@ -28,6 +28,7 @@ from controller.fsm.marks import MarkRefused, record_mark
 log = logging.getLogger("ezrec.replays")
 
 KEEP_EVERY_S = 300.0
+MIN_ROUND_GAP_S = 2.0  # a burst of booking changes (each one wakes us) costs one round
 MAIL_TRIES = 8
 MAIL_BACKOFF_S = 60.0  # doubled per failed try, up to MAIL_BACKOFF_MAX_S
 MAIL_BACKOFF_MAX_S = 3600.0
@@ -102,6 +103,7 @@ class ReplayKeeper:
             except Exception:  # the database is away: the next round tries again
                 log.exception("replay keeper round failed")
             self._wake.wait(self.every_s)
+            self._stop.wait(MIN_ROUND_GAP_S)
             self._wake.clear()
 
     def run_once(self, now: datetime | None = None) -> list[str]:
@@ -109,8 +111,11 @@ class ReplayKeeper:
         now = now or self.store.clock()
         problems: list[str] = []
         can_share = bool(self.settings.share_url_template) or hasattr(self.storage, "copy")
+        recent = now - timedelta(hours=self.settings.share_link_h)
         for booking in self.store.list(state=VIDEO_UPLOADED):
-            if can_share and booking.extra.get("share") is None:
+            # Videos stored before links existed (an upgrade, a long history) get theirs on
+            # request (`ezrec share ID`), not all at once at the next start.
+            if can_share and booking.extra.get("share") is None and _stored_at(booking) > recent:
                 try:
                     booking = share.ensure(self.settings, self.store, self.storage, booking.id)
                 except (BookingError, StorageError) as exc:
@@ -155,6 +160,12 @@ class ReplayKeeper:
         # Changed meanwhile: the next round reads it again (a mail may then go twice).
         with contextlib.suppress(StaleVersion):
             self.store.fire(booking.id, "note", detail=detail, changes={"extra": {"notify": state}})
+
+
+def _stored_at(booking: Booking) -> datetime:
+    times = [o.get("uploaded_at") for o in booking.extra.get("uploaded") or []]
+    found = [datetime.fromisoformat(t) for t in times if t]
+    return max(found) if found else booking.updated_at
 
 
 def _press(settings: Settings, store: BookingStore) -> None:

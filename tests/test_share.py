@@ -268,3 +268,13 @@ def test_contact_email_is_taken_checked_and_shown_only_with_the_token(
         assert "contact_email" not in client.get("/bookings/bk9").json()["extra"]
         shown = client.get("/bookings/bk9", headers=AUTH).json()["extra"]
         assert shown["contact_email"] == "player@example.com"
+
+
+def test_the_keeper_leaves_videos_stored_long_before_alone(template_ctx: Context) -> None:
+    uploaded_booking(template_ctx, template_ctx.settings)
+    settings = template_ctx.settings
+    keeper = ReplayKeeper(settings, template_ctx.store, open_storage(settings), None)
+    later = datetime.now(UTC) + timedelta(hours=settings.share_link_h + 1)
+    assert keeper.run_once(later) == []
+    assert template_ctx.store.get("bk1").extra.get("share") is None  # `ezrec share ID` can
+    assert keeper.run_once() == [] and share.active(template_ctx.store.get("bk1"))
