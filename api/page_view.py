@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from controller.config import Settings
 from controller.db import Booking
 from controller.fsm import FAILED_STATES, BookingStore
@@ -162,6 +164,25 @@ def booking_groups(store: BookingStore, settings: Settings, now: datetime) -> li
     return [CameraGroup(camera, rows) for camera, rows in sorted(groups.items())]
 
 
+def newest_videos(store: BookingStore, now: datetime) -> list[Booking]:
+    """The last VIDEOS_SHOWN finished bookings of the past VIDEO_DAYS, newest first.
+
+    Asked of the database with its own order and limit: the store's list is oldest first, and
+    a box keeps a year of uploaded bookings, which the page polls for every 2 s.
+    """
+    query = (
+        select(Booking)
+        .where(
+            Booking.state.in_([VIDEO_PROCESSED, VIDEO_UPLOADED]),
+            Booking.end_time > now - timedelta(days=VIDEO_DAYS),
+        )
+        .order_by(Booking.end_time.desc(), Booking.id.desc())
+        .limit(VIDEOS_SHOWN)
+    )
+    with store.db.reader() as session:
+        return list(session.scalars(query))
+
+
 def video_items(
     store: BookingStore,
     settings: Settings,
@@ -172,11 +193,8 @@ def video_items(
 ) -> list[VideoItem]:
     """The newest finished videos. Each is playable only with `capabilities` (the token):
     from the box's own file while it is there, else from the stored object's presigned URL."""
-    found = store.list(
-        state=[VIDEO_PROCESSED, VIDEO_UPLOADED], start_from=now - timedelta(days=VIDEO_DAYS)
-    )
     items = []
-    for booking in sorted(found, key=lambda b: (b.end_time, b.id), reverse=True)[:VIDEOS_SHOWN]:
+    for booking in newest_videos(store, now):
         outputs = outputs_of(booking)
         local = local_video(booking, settings)
         presigned = booking.extra.get("presigned_url")

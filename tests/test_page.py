@@ -244,3 +244,17 @@ def test_the_page_never_puts_the_token_in_a_url(client: TestClient) -> None:
     page = client.get("/").text
     form = re.search(r'<form id="token-form"[^>]*>', page)
     assert form is not None and 'method="post"' in form[0]  # never a GET form: no ?token=
+
+
+def test_recent_videos_are_the_newest_six_newest_first(
+    client: TestClient, secured: Context
+) -> None:
+    for n in range(8):
+        soon(secured, f"old{n}", minutes=1 + 40 * n)
+        store = secured.store
+        for trigger in ("start", "finish"):
+            store.fire(f"old{n}", trigger)
+        store.fire(f"old{n}", "process", changes={"processed_path": f"/nowhere/old{n}.mp4"})
+    videos = client.get("/page/live").json()["videos"]
+    shown = re.findall(r'<article class="video" id="video-(old\d)"', videos)
+    assert shown == [f"old{n}" for n in range(7, 1, -1)]
