@@ -173,3 +173,24 @@ def test_cut_clip_is_frame_exact_with_edges_re_encoded(tmp_path: Path) -> None:
     assert result.method == "smart" and 0 < result.copied_s < 15
     numbers = frame_numbers(result.path, width=320)
     assert numbers == list(range(30, 255))
+
+
+def test_a_clip_that_cannot_be_cut_is_left_out_and_the_video_still_uploads(
+    ctx: Context,
+) -> None:
+    settings = ctx.settings
+    ctx.store.create(START, START + timedelta(seconds=40), booking_id="bk2", allow_past=True)
+    for trigger in ("start", "finish"):
+        ctx.store.fire("bk2", trigger)
+    video = jobs.processed_path(settings, "bk2")
+    video.parent.mkdir(parents=True, exist_ok=True)
+    video.write_bytes(b"not a video at all")
+    plan = [{"name": "clip01", "source": str(video), "path": str(clips.clip_path(video, 1)),
+             "start_s": 5.0, "end_s": 35.0}]  # fmt: skip
+    ctx.store.fire("bk2", "process", changes={"processed_path": str(video),
+                                              "extra": {"outputs": [str(video)], "clips": plan}})
+    outcome = jobs.upload_video(settings, ctx.store.get("bk2"), open_storage(settings),
+                                lambda _f: None, threading.Event())  # fmt: skip
+    assert [o["kind"] for o in outcome.objects] == ["video"]
+    assert len(outcome.notes) == 1 and outcome.notes[0].startswith("clip clip01 not cut:")
+    assert not clips.clip_path(video, 1).exists()

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import zxingcpp
@@ -278,3 +279,38 @@ def test_the_keeper_leaves_videos_stored_long_before_alone(template_ctx: Context
     assert keeper.run_once(later) == []
     assert template_ctx.store.get("bk1").extra.get("share") is None  # `ezrec share ID` can
     assert keeper.run_once() == [] and share.active(template_ctx.store.get("bk1"))
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"EZREC_SMTP_URL": "http://mail"}, "bad setting EZREC_SMTP_URL: must start with smtp://"),
+        ({"EZREC_SMTP_URL": "smtp://mail"}, "EZREC_NOTIFY_FROM must be set with EZREC_SMTP_URL"),
+        ({"EZREC_NOTIFY_FROM": "nobody"}, "bad setting EZREC_NOTIFY_FROM: must be an email"),
+        ({"EZREC_SHARE_URL_TEMPLATE": "https://x/{user}"}, "unknown field {user}"),
+        ({"EZREC_SHARE_URL_TEMPLATE": "https://x/v"}, "must contain {booking}"),
+        ({"EZREC_SHARE_LINK_H": "200"}, "bad setting EZREC_SHARE_LINK_H"),
+        ({"EZREC_MARK_GPIO_PIN": "pin 17"}, "bad setting EZREC_MARK_GPIO_PIN: must be a GPIO pin"),
+        ({"EZREC_CLIP_BEFORE_S": "-1"}, "bad setting EZREC_CLIP_BEFORE_S"),
+    ],
+)
+def test_replay_settings_are_checked_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    from controller.config import ConfigError, load_settings
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_smtp_password_is_never_shown(tmp_path: Path) -> None:
+    from controller.config import load_settings
+
+    s = load_settings(data_dir=tmp_path, smtp_url="smtps://u:hunter2@mail.example",
+                      notify_from="box@venue.example")  # fmt: skip
+    assert "hunter2" not in repr(s) and s.public_dict()["smtp_url"] == "***"
+    mailer = Mailer(s.smtp_url.get_secret_value(), "box@venue.example")  # type: ignore[union-attr]
+    assert "hunter2" not in repr(mailer) and mailer.port == 465 and mailer.password == "hunter2"
