@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.context import Context
 from tests._postgres import PostgresCluster
 
 EZREC = [sys.executable, "-m", "controller"]
@@ -339,3 +340,77 @@ def test_api_answers_503_json_while_the_database_is_away_and_recovers(
     text = (tmp_path / "api.log").read_text()
     assert "Traceback" not in text, text
     assert "cannot be used" in text  # the reason is in the server's log, one line a request
+
+
+# -- the pieces: backoff, and what counts as an outage ------------------------------------------
+
+def test_outage_backs_off_to_its_cap_logs_once_and_says_when_it_is_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from controller.dbhealth import Outage
+
+    now = [100.0]
+    outage = Outage(first_s=0.5, max_s=10.0, clock=lambda: now[0])
+    refused = OperationalError("SELECT 1", {}, Exception("connection refused\nmore text"))
+    delays = []
+    for _ in range(8):
+        delays.append(outage.failed(refused, "postgresql://ezrec:pw@db/ezrec"))
+        now[0] += 1
+    assert delays == [0.5, 1, 2, 4, 8, 10, 10, 10]
+    assert outage.down and outage.age_s() == 8 and outage.last_reason == "connection refused"
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "EZREC_DB_URL=postgresql://ezrec:***@db/ezrec" in errors[0]
+    assert outage.recovered() == 8 and not outage.down
+    assert outage.recovered() is None  # only once
+    assert outage.failed(refused) == 0.5  # a new outage starts from the first delay
+
+
+def test_a_bug_in_the_loop_is_not_mistaken_for_a_database_outage(ctx: Context) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from controller.dbhealth import Outage
+    from controller.supervisor import Supervisor
+
+    class Notes:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        def ready(self) -> None: ...
+        def stopping(self) -> None: ...
+        def status(self, text: str) -> None:
+            self.sent.append(f"STATUS={text}")
+
+        def watchdog(self) -> None:
+            self.sent.append("WATCHDOG=1")
+
+        def watchdog_interval(self) -> float | None:
+            return 1.0
+
+    class NoCameras:
+        name, exclusive = "none", False
+
+        def discover(self) -> list[object]:
+            return []
+
+        def close(self) -> None: ...
+
+    notes = Notes()
+    sup = Supervisor(ctx.settings, ctx.store, NoCameras(), storage=None,  # type: ignore[arg-type]
+                     media=None, notifier=notes)
+    sup.db_outage = Outage(first_s=0.01, max_s=0.02)
+    calls: list[int] = []
+
+    def due(now: object, preroll_s: float = 0.0) -> object:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+        raise ValueError("a bug, not an outage")
+
+    sup.store.due = due  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="a bug"):
+        sup.run()
+    assert len(calls) == 3  # two outage passes were ridden out, the bug ended the loop
+    assert [m for m in notes.sent if m.startswith("STATUS=database unreachable")]
+    assert notes.sent.count("WATCHDOG=1") == 2
