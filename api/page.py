@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from api.auth import authorized
-from api.page_view import booking_groups, camera_views, video_items
+from api.page_view import BOOKINGS_SHOWN, booking_groups, camera_views, video_items
 from api.state import ApiState, api_state
 from api.video_links import VideoLinks, video, video_links
 from controller.db import utcnow
@@ -73,7 +73,13 @@ class View:
     states: tuple[str, ...] = STATES
 
     def context(self) -> dict[str, Any]:
-        return {**vars(self), "poll_s": POLL_S, "preview_every_s": PREVIEW_EVERY_S}
+        return {
+            **vars(self),
+            "poll_s": POLL_S,
+            "preview_every_s": PREVIEW_EVERY_S,
+            "bookings_shown": BOOKINGS_SHOWN,
+            "bookings_capped": sum(len(g.rows) for g in self.groups) >= BOOKINGS_SHOWN,
+        }
 
 
 def _view(state: ApiState, report: dict[str, Any], capabilities: bool, links: VideoLinks) -> View:

@@ -47,7 +47,9 @@ STATE_WORDS: dict[str, str] = {
 # The states the machine lets `cancel` / `retry` leave (DESIGN.md), so that the page offers
 # only what the API would accept; a race still gets the API's own refusal.
 CANCELLABLE = frozenset({CONFIRMED, RECORDING, RECORDING_FAILED})
-BOOKINGS_SHOWN = 200
+# Each poll renders them again (~0.8 kB and ~0.25 ms each here, several times that on a Pi):
+# the page shows the soonest ones, `ezrec bookings` lists everything.
+BOOKINGS_SHOWN = 100
 VIDEOS_SHOWN = 6
 VIDEO_DAYS = 7
 
@@ -155,7 +157,8 @@ def booking_row(booking: Booking, settings: Settings, now: datetime) -> BookingR
 
 def booking_groups(store: BookingStore, settings: Settings, now: datetime) -> list[CameraGroup]:
     """Today's and upcoming bookings, plus failed ones of any day (they wait for someone)."""
-    shown = {b.id: b for b in store.list(start_from=local_day_start(now), limit=BOOKINGS_SHOWN)}
+    soonest = store.list(start_from=local_day_start(now), limit=BOOKINGS_SHOWN)
+    shown = {b.id: b for b in soonest}
     for booking in store.list(state=sorted(FAILED_STATES), limit=50):
         shown.setdefault(booking.id, booking)
     groups: dict[str, list[BookingRow]] = {}

@@ -106,6 +106,7 @@ def test_page_lists_todays_and_upcoming_bookings_per_camera(
     assert 'data-action="retry"' in row[0] and 'data-action="cancel"' in row[0]
     confirmed = re.search(r'<tr id="booking-b-court1".*?</tr>', page, re.S)
     assert confirmed is not None and 'data-action="retry"' not in confirmed[0]
+    assert "Showing the first" not in page
 
 
 def test_health_part_is_the_status_report(client: TestClient, secured: Context) -> None:
@@ -258,3 +259,15 @@ def test_recent_videos_are_the_newest_six_newest_first(
     videos = client.get("/page/live").json()["videos"]
     shown = re.findall(r'<article class="video" id="video-(old\d)"', videos)
     assert shown == [f"old{n}" for n in range(7, 1, -1)]
+
+
+def test_the_soonest_bookings_are_shown_and_the_cap_is_said(
+    client: TestClient, secured: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("api.page_view.BOOKINGS_SHOWN", 3)
+    monkeypatch.setattr("api.page.BOOKINGS_SHOWN", 3)
+    for n in range(4):
+        soon(secured, f"s{n}", minutes=60 + 40 * n)
+    bookings = client.get("/page/live").json()["bookings"]
+    assert re.findall(r'<tr id="booking-(s\d)"', bookings) == ["s0", "s1", "s2"]
+    assert "Showing the first 3 bookings from today on" in bookings
