@@ -40,9 +40,11 @@ def decode_qr(png: bytes) -> str:
     return str(found[0].text)
 
 
-def uploaded_booking(ctx: Context, settings: Settings, booking_id: str = "bk1") -> bytes:
+def uploaded_booking(
+    ctx: Context, settings: Settings, booking_id: str = "bk1", user_id: str | None = None
+) -> bytes:
     """A booking at video_uploaded with a video and one clip stored by the real upload job."""
-    ctx.store.create(START, START + timedelta(minutes=40), booking_id=booking_id,
+    ctx.store.create(START, START + timedelta(minutes=40), booking_id=booking_id, user_id=user_id,
                      allow_past=True, extra={"contact_email": "player@example.com"})  # fmt: skip
     ctx.store.fire(booking_id, "start")
     ctx.store.fire(booking_id, "finish")
@@ -54,7 +56,9 @@ def uploaded_booking(ctx: Context, settings: Settings, booking_id: str = "bk1") 
     clip.write_bytes(data[:2000])
     extra = {"outputs": [str(video)],
              "clips": [{"name": "clip01", "path": str(clip), "source": str(video),
-                        "start_s": 5.0, "end_s": 35.0}]}  # fmt: skip
+                        "start_s": 5.0, "end_s": 35.0, "from": "2030-06-01T18:00:05+00:00",
+                        "to": "2030-06-01T18:00:35+00:00",
+                        "marks": ["2030-06-01T18:00:30+00:00"]}]}  # fmt: skip
     ctx.store.fire(booking_id, "process", changes={"processed_path": str(video), "extra": extra})
     outcome = jobs.upload_video(settings, ctx.store.get(booking_id), open_storage(settings),
                                 lambda _f: None, threading.Event())  # fmt: skip
