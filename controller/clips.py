@@ -149,7 +149,14 @@ def ensure_clips(
 def build_extra(
     settings: Settings, store: BookingStore, booking_id: str, timeline: dict[str, Any]
 ) -> dict[str, Any]:
-    """What the `process` transition stores for the clips: the timeline and the plan."""
+    """What the `process` transition stores for the clips: the timeline and the plan.
+
+    Clips cut from an earlier build of the booking (a rebuild after its video went missing)
+    are deleted here: they belong to the old video, and the new plan is cut afresh."""
     booking = store.get(booking_id)
+    for output in timeline:
+        source = Path(output)
+        for old in source.parent.glob(f"{source.stem}-clip[0-9][0-9]{source.suffix}"):
+            old.unlink(missing_ok=True)
     marks = [m.at for m in marks_of(store, booking_id)]
     return {"timeline": timeline, "clips": plan(settings, booking, marks, timeline)}

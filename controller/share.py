@@ -53,6 +53,10 @@ def link(booking: Booking, name: str = "video") -> str:
     for item in share["links"]:
         if item["name"] == name:
             return str(item["url"])
+    if name == "video":  # layout separate: one video per camera ("cam0", "cam1"); the first
+        videos = [item for item in share["links"] if item["kind"] == "video"]
+        if videos:
+            return str(videos[0]["url"])
     names = ", ".join(item["name"] for item in share["links"])
     raise ShareError(f"booking {booking.id} has no {name!r} (it has: {names})")
 
@@ -131,6 +135,10 @@ def ensure(
         try:
             return _write(store, booking, share, _detail("share links made", share))
         except StaleVersion:
+            # Changed meanwhile: these links were never handed out; their copies go.
+            for item in share["links"]:
+                if item.get("shared_key"):
+                    storage.delete(item["shared_key"])
             if attempt == _TRIES - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover

@@ -194,3 +194,16 @@ def test_a_clip_that_cannot_be_cut_is_left_out_and_the_video_still_uploads(
     assert [o["kind"] for o in outcome.objects] == ["video"]
     assert len(outcome.notes) == 1 and outcome.notes[0].startswith("clip clip01 not cut:")
     assert not clips.clip_path(video, 1).exists()
+
+
+def test_a_rebuild_drops_the_clips_of_the_earlier_build(ctx: Context) -> None:
+    ctx.store.create(START, START + timedelta(seconds=40), booking_id="bk3", allow_past=True)
+    video = jobs.processed_path(ctx.settings, "bk3")
+    video.parent.mkdir(parents=True, exist_ok=True)
+    stale = clips.clip_path(video, 1)
+    stale.write_bytes(b"cut from the previous video")
+    other = video.with_name("bk30-clip01.mp4")  # another booking's clip: not touched
+    other.write_bytes(b"x")
+    timeline = {str(video): {"intro_s": 1.0, "booking_start_s": 1.0, "duration_s": 41.0}}
+    extra = clips.build_extra(ctx.settings, ctx.store, "bk3", timeline)
+    assert extra["clips"] == [] and not stale.exists() and other.exists()

@@ -5,6 +5,7 @@ QR codes decoded back to the link, and the player email through an SMTP server o
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 import urllib.error
@@ -318,3 +319,19 @@ def test_the_smtp_password_is_never_shown(tmp_path: Path) -> None:
     assert "hunter2" not in repr(s) and s.public_dict()["smtp_url"] == "***"
     mailer = Mailer(s.smtp_url.get_secret_value(), "box@venue.example")  # type: ignore[union-attr]
     assert "hunter2" not in repr(mailer) and mailer.port == 465 and mailer.password == "hunter2"
+
+
+def test_layout_separate_links_are_per_camera_and_the_video_link_is_the_first() -> None:
+    from controller.db import Booking
+
+    booking = Booking(id="bk1", extra_json=json.dumps({"share": {"links": [
+        {"name": "cam0", "kind": "video", "url": "https://a/0"},
+        {"name": "cam1", "kind": "video", "url": "https://a/1"},
+        {"name": "cam0-clip01", "kind": "clip", "url": "https://a/c"},
+    ]}}))  # fmt: skip
+    assert share.link(booking) == "https://a/0"
+    assert share.link(booking, "cam1") == "https://a/1"
+    assert share.object_name("bk1", "v/d/bk1-cam0-clip01.mp4") == "cam0-clip01"
+    assert share.object_name("bk1", "v/d/bk1.mp4") == "video"
+    with pytest.raises(share.ShareError, match="has no 'clip09'"):
+        share.link(booking, "clip09")
