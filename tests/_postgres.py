@@ -30,7 +30,8 @@ def _pg_bin(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -51,7 +52,7 @@ class PostgresCluster:
         self.data = self.root / "data"
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
-        self.port = _free_port()
+        self.port = free_port()
         subprocess.run(
             _as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-U", "ezrec",
                           "--auth=trust", "--no-sync", "-E", "UTF8"]),
@@ -131,3 +132,25 @@ def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> Iterat
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
     yield f"{postgres_server}/{name}"
+
+
+@pytest.fixture(scope="module")
+def stoppable_postgres() -> Iterator[PostgresCluster]:
+    """A server of the test module's own, which its tests stop and start (an outage) without
+    hurting anyone else's."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def stoppable_postgres_url(
+    stoppable_postgres: PostgresCluster, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh database on it, the server running at the start and after the test."""
+    stoppable_postgres.start()
+    yield stoppable_postgres.create_database(database_name(request))
+    stoppable_postgres.start()
