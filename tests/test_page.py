@@ -180,6 +180,10 @@ def test_videos_play_only_with_the_token(client: TestClient, secured: Context) -
     got = client.get(link[1].replace("&amp;", "&"))
     assert got.status_code == 200 and got.content == video.read_bytes()
     assert got.headers["content-type"] == "video/mp4"
+    # The link is a capability: it must not travel on in a Referer; the route's stricter
+    # policy is kept, not doubled by the app-wide one.
+    assert got.headers.get_list("referrer-policy") == ["no-referrer"]
+    assert "content-security-policy" in got.headers
     part = client.get(link[1].replace("&amp;", "&"), headers={"Range": "bytes=4-11"})
     assert part.status_code == 206 and part.content == b"ftypmp42"
 
