@@ -160,3 +160,33 @@ def test_outage_backs_off_to_its_cap_logs_once_and_says_when_it_is_over(
     assert outage.recovered() == 8 and not outage.down
     assert outage.recovered() is None  # only once
     assert outage.failed(refused) == 0.5  # a new outage starts from the first delay
+
+
+def test_the_sync_thread_says_one_line_not_a_traceback_when_the_database_is_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from controller.drivers.cloud_sync import SyncWorker
+
+    class Away:
+        def run_once(self, stop: object = None) -> dict[str, object]:
+            raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    class Bug:
+        def run_once(self, stop: object = None) -> dict[str, object]:
+            raise KeyError("a bug")
+
+    for sync in (Away(), Bug()):
+        worker = SyncWorker(sync, 0.05)  # type: ignore[arg-type]
+        worker.start()
+        time.sleep(0.2)
+        worker.stop_event.set()
+        worker.join(5)
+        assert worker.failures >= 1 and not worker.is_alive()
+    skipped = [r for r in caplog.records if r.getMessage().startswith("sync round skipped")]
+    crashed = [r for r in caplog.records if r.getMessage() == "sync round crashed"]
+    assert skipped and all(r.exc_info is None for r in skipped)
+    line = skipped[0].getMessage()
+    assert "EZREC_DB_URL" in line and "database is locked" in line
+    assert crashed and crashed[0].exc_info is not None  # a bug keeps its traceback

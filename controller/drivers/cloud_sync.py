@@ -32,6 +32,7 @@ from datetime import time as dtime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.config import Settings
+from controller.dbhealth import describe, is_unavailable
 
 if TYPE_CHECKING:
     from supabase import Client
@@ -681,9 +682,12 @@ class SyncWorker(threading.Thread):
                 if report["errors"]:
                     log.warning("sync round failed (%s in a row): %s",
                                 self.failures, "; ".join(report["errors"]))
-            except Exception:  # a bug must not kill the thread: log it and try again later
+            except Exception as exc:  # a bug must not kill the thread: log it, try again later
                 self.failures += 1
-                log.exception("sync round crashed")
+                if is_unavailable(exc):  # our own database is away: the loop says so already
+                    log.warning("sync round skipped: %s", describe(exc))
+                else:
+                    log.exception("sync round crashed")
             self.rounds += 1
             self._sleep(started + self.delay())
 
