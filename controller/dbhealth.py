@@ -60,11 +60,14 @@ def describe(exc: BaseException, url: str | None = None) -> str:
     if isinstance(exc, DatabaseUnavailable):
         return str(exc)
     where = f"EZREC_DB_URL={safe_url(url)}" if url else "EZREC_DB_URL"
-    if url and url.startswith("sqlite"):
+    why = reason(exc)
+    if "locked" in why:
+        hint = "another process held it longer than the busy timeout; try again"
+    elif url and url.startswith("sqlite"):
         hint = "check that the file's directory exists, is writable and has free space"
     else:
         hint = "check that the server is running and reachable, and the URL and password"
-    return f"the database ({where}) cannot be used: {reason(exc)}; {hint}"
+    return f"the database ({where}) cannot be used: {why}; {hint}"
 
 
 class Outage:
