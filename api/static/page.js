@@ -64,9 +64,10 @@
   function lost(reason) {
     lostSince = lostSince || new Date();
     const box = byId("offline");
-    box.textContent =
+    const text =
       `No connection to the box since ${clock(lostSince)} (${reason}). Retrying every ` +
       `${pollMs / 1000} s; what this page shows may be out of date.`;
+    if (box.textContent !== text) box.textContent = text; // an alert is read out at each change
     box.hidden = false;
     body.classList.add("stale");
   }
