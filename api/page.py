@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from api.auth import authorized
+from api.auth import authorized, bearer_token
 from api.page_view import BOOKINGS_SHOWN, booking_groups, camera_views, video_items
 from api.state import ApiState, api_state
 from api.video_links import VideoLinks, video, video_links
@@ -121,10 +121,20 @@ async def index(request: Request) -> Response:
     return TEMPLATES.TemplateResponse(request, "index.html", view.context(), headers=NO_STORE)
 
 
+def token_verdict(request: Request, view: View) -> str:
+    """What the page should tell about the token it sent, so a mistyped one is noticed."""
+    if not view.token_configured:
+        return "not_needed"
+    if bearer_token(request.scope) is None:
+        return "none"
+    return "accepted" if view.capabilities else "wrong"
+
+
 async def live(request: Request) -> JSONResponse:
     view = await _gather(request)
     parts = await run_in_threadpool(_render_parts, view)
-    return JSONResponse(parts | {"time": view.now.isoformat()}, headers=NO_STORE)
+    body = parts | {"time": view.now.isoformat(), "token": token_verdict(request, view)}
+    return JSONResponse(body, headers=NO_STORE)
 
 
 def routes() -> list[BaseRoute]:

@@ -45,12 +45,18 @@ PAGE_PATHS: dict[str, Any] = {
                         "application/json": {
                             "schema": {
                                 "type": "object",
-                                "required": ["bookings", "health", "videos", "time"],
+                                "required": ["bookings", "health", "videos", "time", "token"],
                                 "properties": {
                                     "bookings": {"type": "string"},
                                     "health": {"type": "string"},
                                     "videos": {"type": "string"},
                                     "time": {"type": "string"},
+                                    "token": {
+                                        "type": "string",
+                                        "enum": ["accepted", "wrong", "none", "not_needed"],
+                                        "description": "What the box made of the bearer "
+                                        "token sent with this request.",
+                                    },
                                 },
                             }
                         }

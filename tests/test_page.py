@@ -275,3 +275,14 @@ def test_the_soonest_bookings_are_shown_and_the_cap_is_said(
     bookings = client.get("/page/live").json()["bookings"]
     assert re.findall(r'<tr id="booking-(s\d)"', bookings) == ["s0", "s1", "s2"]
     assert "Showing the first 3 bookings from today on" in bookings
+
+
+def test_live_says_what_it_made_of_the_token(client: TestClient, ctx: Context) -> None:
+    def verdict(c: TestClient, headers: dict[str, str]) -> str:
+        return str(c.get("/page/live", headers=headers).json()["token"])
+
+    assert verdict(client, AUTH) == "accepted"
+    assert verdict(client, {"Authorization": "Bearer not-the-token"}) == "wrong"
+    assert verdict(client, {}) == "none"
+    with TestClient(create_app(context=ctx)) as open_box:  # no token configured
+        assert verdict(open_box, {}) == "not_needed"

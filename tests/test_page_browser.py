@@ -249,6 +249,16 @@ def test_error_text_is_shown_as_text_not_run(page: Any, box: Box) -> None:
     assert page.locator("#booking-hostile-1 img, ol.errors img").count() == 0
 
 
+def test_a_wrong_token_is_said_so(page: Any) -> None:
+    page.get_by_label("Token", exact=True).fill("not-the-token-at-all")
+    page.get_by_role("button", name="Keep for this browser session", exact=True).click()
+    expect(page.locator("#token-status")).to_contain_text("The box refused the token",
+                                                          timeout=LONG_S)
+    page.get_by_role("button", name="Forget", exact=True).click()
+    expect(page.locator("#token-status")).to_contain_text("Looking needs no token")
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
 def test_retry_from_the_page_rearms_a_failed_booking(page: Any, box: Box) -> None:
     book(box, "flaky-1", datetime.now(UTC) + timedelta(hours=9), 1800, camera_id="court5")
     ctx = open_context(load_settings(data_dir=box.data_dir))

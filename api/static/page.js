@@ -99,9 +99,8 @@
           ? `the box answered ${answer.status}: ${answer.data.detail}`
           : `the box answered ${answer.status}`);
       }
-      for (const [name, html] of Object.entries(answer.data)) {
-        if (name !== "time") swap(name, html);
-      }
+      for (const name of ["bookings", "health", "videos"]) swap(name, answer.data[name]);
+      showTokenState(answer.data.token);
       connected(answer.data.time);
     } catch (error) {
       lost(error.name === "TimeoutError" ? "no answer in time" : error.message);
@@ -114,10 +113,15 @@
 
   const noTokenText = byId("token-status").textContent;
 
-  function showTokenState() {
-    byId("token-status").textContent = token()
-      ? "A token is kept for this browser session: actions and videos are on."
-      : noTokenText;
+  function showTokenState(verdict) {
+    let text = noTokenText;
+    if (token() && verdict === "wrong") {
+      text = "The box refused the token kept for this session: enter the right one.";
+    } else if (token()) {
+      text = "A token is kept for this browser session: actions and videos are on.";
+    }
+    const status = byId("token-status");
+    if (status.textContent !== text) status.textContent = text;
     byId("token-forget").hidden = !token();
   }
 
