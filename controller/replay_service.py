@@ -153,7 +153,7 @@ class ReplayKeeper:
             self._record(booking, state, f"email not sent, try {tries + 1}{last}: {exc}")
             return f"{booking.id}: {exc}"
         self._record(booking, {"sent_at": now.isoformat(), "to": to, "attempts": tries + 1},
-                     f"video links emailed to {to}")  # fmt: skip
+                     "video links emailed to the player")  # fmt: skip
         return None
 
     def _record(self, booking: Booking, state: dict[str, Any], detail: str) -> None:

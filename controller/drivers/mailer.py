@@ -23,7 +23,7 @@ _PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
 
 class MailError(Exception):
-    """Sending failed; `str(exc)` is one line for the booking's history."""
+    """Sending failed; `str(exc)` is one line for the booking's history (never the address)."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,11 @@ class Mailer:
                     server.login(self.user, self.password or "")
                 refused = server.send_message(msg)
         except (OSError, smtplib.SMTPException) as exc:
-            raise MailError(f"mail to {mail.to} via {self.host}:{self.port} failed: "
-                            f"{_one_line(exc)}") from None  # fmt: skip
+            # The text goes into the booking's history, which is public: no address in it.
+            raise MailError(f"mail via {self.host}:{self.port} failed: {_one_line(exc)}") from None
         if refused:
-            raise MailError(f"mail to {mail.to} refused by {self.host}: {refused}")
+            codes = ", ".join(str(code) for code, _ in refused.values())
+            raise MailError(f"{self.host} refused the recipient ({codes})")
 
 
 def _one_line(exc: BaseException) -> str:
