@@ -153,6 +153,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     )
     disk = report["disk"]
     flag = "" if disk["ok"] else f"  LOW: below EZREC_MIN_FREE_DISK_MB={disk['min_free_mb']}"
+    if not disk["reserve_ok"]:
+        flag = "  FULL: the database's reserve was used (EZREC_DISK_RESERVE_MB): free some space"
     out.print(f"disk        {disk['free_mb']:.0f} MB free of {disk['total_mb']:.0f} MB{flag}",
               markup=False)
     for cam in report["cameras"]:

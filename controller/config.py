@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     retry_base_s: float = Field(default=30.0, gt=0)
     retry_max_s: float = Field(default=3600.0, gt=0)
     min_free_disk_mb: int = Field(default=1024, ge=0)
+    # Kept allocated for the database and freed when the disk fills (drivers/disk_reserve.py).
+    disk_reserve_mb: int = Field(default=64, ge=0, le=4096)
     retention_grace_h: float = Field(default=24.0, ge=0)
     max_booking_h: float = Field(default=12.0, gt=0)
     # A database outage the supervisor rides out with nothing recording before it stops

@@ -10,6 +10,7 @@ from typing import Any
 from controller.config import Settings
 from controller.db import utcnow
 from controller.drivers import system
+from controller.drivers.disk_reserve import DiskReserve
 from controller.fsm import FAILED_STATES, BookingStore
 
 # The supervisor writes its heartbeat every pass and at least every minute when idle.
@@ -54,6 +55,9 @@ def collect(settings: Settings, store: BookingStore, now: datetime | None = None
     busy = store.list(state=["recording", "completed", "video_processed"], limit=50)
     snapshot = _plain(system.snapshot(settings.data_dir))
     free_mb = float(snapshot.get("disk_free_mb", 0.0))
+    # Given back to the database when the disk filled, and no room to make it again: full.
+    reserve_ok = DiskReserve(settings.data_dir, settings.disk_reserve_mb).present or (
+        free_mb >= settings.min_free_disk_mb + settings.disk_reserve_mb)
     return {
         "device_id": settings.device_id,
         "time": now.isoformat(),
@@ -63,7 +67,8 @@ def collect(settings: Settings, store: BookingStore, now: datetime | None = None
             "free_mb": round(free_mb, 1),
             "total_mb": round(float(snapshot.get("disk_total_mb", 0.0)), 1),
             "min_free_mb": settings.min_free_disk_mb,
-            "ok": free_mb >= settings.min_free_disk_mb,
+            "reserve_ok": reserve_ok,
+            "ok": free_mb >= settings.min_free_disk_mb and reserve_ok,
         },
         "queue": store.counts(),
         "in_progress": [

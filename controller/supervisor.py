@@ -28,6 +28,7 @@ from controller.config import Settings
 from controller.db import Booking, utcnow
 from controller.dbhealth import Outage, is_unavailable
 from controller.drivers.camera import CameraDriver, CameraError, RecordingHandle
+from controller.drivers.disk_reserve import DiskReserve
 from controller.drivers.storage import StorageError
 from controller.fsm import BookingStore, InvalidTrigger, StaleVersion
 from controller.fsm.machine import (
@@ -54,6 +55,8 @@ STALL_S = 30.0
 # start and still take them over running: stopping and reopening a real camera takes seconds.
 HANDOVER_GAP_S = 5.0
 PROGRESS_EVERY_S = 0.25
+# Free space below which the disk counts as out of room (the database's reserve is given back).
+DISK_CRITICAL_MB = 1.0
 RETENTION_EVERY_S = 300.0
 CAMERAS_EVERY_S = 60.0
 # A multipart upload untouched this long belongs to nobody any more (a box that was off longer
@@ -125,6 +128,7 @@ class Supervisor:
         waiter: Waiter | None = None,
         wake: Callable[[], None] | None = None,
         free_disk_mb: Callable[[Path], float] | None = None,
+        reserve: DiskReserve | None = None,
         clock: Callable[[], datetime] = utcnow,
         queue_limit: int = 4,
         build_fn: Callable[..., jobs.BuildOutcome] = jobs.build_video,
@@ -141,6 +145,9 @@ class Supervisor:
         self.waiter = waiter or sleeper
         self._wake = wake or sleeper.event.set
         self.free_disk_mb = free_disk_mb or _free_disk_mb
+        self.reserve = reserve
+        self._disk_low = False
+        self._disk_waiting = False  # something stopped for a full disk and waits for room
         self.queue_limit = queue_limit
         self.build_fn, self.upload_fn = build_fn, upload_fn
         # Threads that live as long as the loop (the booking-system sync): stopped with it.
@@ -188,6 +195,8 @@ class Supervisor:
             if not is_unavailable(exc):
                 raise
             delay = self.db_outage.failed(exc, self.settings.db_url)
+            if "full" in self.db_outage.last_reason:  # SQLite's "database or disk is full"
+                self._release_reserve("the database found the disk full")
             away = self.db_outage.age_s()
             self.status_line = (
                 f"database unreachable for {away:.0f} s ({self.db_outage.last_reason}); "
@@ -217,6 +226,7 @@ class Supervisor:
         """One pass over everything due; returns how long the loop may sleep."""
         now = self.clock()
         self._healthy = True
+        self._guard_disk(now)
         # Time-critical work first (stopping and starting recordings), bookkeeping after.
         self._watch_recordings(now)
         if now < SANE_CLOCK_AFTER:
@@ -246,7 +256,7 @@ class Supervisor:
         interval = self.notifier.watchdog_interval()
         if interval:
             sleep = min(sleep, interval)
-        if self.active or self.jobs:
+        if self.active or self.jobs or self._disk_waiting:
             sleep = min(sleep, POLL_WHILE_BUSY_S)
         if next_wakeup is not None:
             sleep = min(sleep, (next_wakeup - self.clock()).total_seconds())
@@ -295,6 +305,10 @@ class Supervisor:
         if booking.end_time > now:
             # Found `recording` with nobody recording it: we restarted, or every camera
             # failed. Record on into a new run; earlier runs stay on disk.
+            problem = self._disk_problem(booking, now)
+            if problem:
+                self._fail_recording(booking.id, problem)
+                return
             self._start_cameras(booking.id, booking.end_time, resumed=True)
         else:
             self._finalise(booking.id, "finalised from the segments on disk after a restart")
@@ -348,6 +362,7 @@ class Supervisor:
         # was recorded, so the backoff is capped at the slot's end.
         end = self.store.get(booking_id).end_time
         self.store.fire(booking_id, "fail", error=reason, retry_by=end)
+        self._wake()  # its retry may fall due before what this pass planned to wake for
 
     def _auto_retry(self, booking: Booking) -> None:
         self.store.fire(
@@ -359,6 +374,22 @@ class Supervisor:
         self._wake()
 
     def _preflight(self, booking: Booking, now: datetime) -> str | None:
+        problem = self._disk_problem(booking, now)
+        if problem:
+            return problem
+        try:
+            cameras = self.cameras.discover()
+        except Exception as exc:
+            return f"camera discovery failed: {exc}"
+        if not any(getattr(c, "up", True) for c in cameras):
+            return "no camera present"
+        return None
+
+    def _disk_problem(self, booking: Booking, now: datetime) -> str | None:
+        if self.reserve is not None and not self.reserve.present and not self.reserve.restore():
+            free = self.free_disk_mb(self.settings.data_dir)
+            return (f"not enough disk: {free:.0f} MB free, not even room for the database's "
+                    f"reserve (EZREC_DISK_RESERVE_MB={self.reserve.size >> 20})")
         free = self.free_disk_mb(self.settings.data_dir)
         seconds = (booking.end_time - max(now, booking.start_time)).total_seconds()
         needed = (
@@ -369,13 +400,53 @@ class Supervisor:
                 f"not enough disk: {free:.0f} MB free, the slot needs ~{needed:.0f} MB and "
                 f"EZREC_MIN_FREE_DISK_MB={self.settings.min_free_disk_mb} must stay free"
             )
-        try:
-            cameras = self.cameras.discover()
-        except Exception as exc:
-            return f"camera discovery failed: {exc}"
-        if not any(getattr(c, "up", True) for c in cameras):
-            return "no camera present"
         return None
+
+    def _guard_disk(self, now: datetime) -> None:
+        """A full disk: free the database's reserve at once (so the failure can be written),
+        and once there is room again, restore it and resume what waited for the disk."""
+        free = self.free_disk_mb(self.settings.data_dir)
+        low = free < self.settings.min_free_disk_mb
+        if low:
+            # The reserve goes only when the disk is really out of room: given back earlier,
+            # whatever is filling the disk would take it before the database could.
+            if free < DISK_CRITICAL_MB:
+                self._release_reserve(f"disk full ({free:.1f} MB free)")
+            if not self._disk_low:
+                self._error(f"disk full ({free:.0f} MB free, "
+                            f"EZREC_MIN_FREE_DISK_MB={self.settings.min_free_disk_mb})")
+            for active in list(self.active.values()):
+                # They cannot write anyway; stopped now, their last segments close cleanly and
+                # the reserve's room goes to the database, not to them.
+                self._stop(active, None)
+                try:
+                    self._fail_recording(
+                        active.booking_id, f"the disk is full ({free:.0f} MB free): cameras "
+                        "stopped; recording resumes when there is room again",
+                    )
+                except CHANGED_MEANWHILE as exc:
+                    log.info("%s: %s", active.booking_id, exc)
+            self._disk_waiting = True
+        elif self._disk_waiting and self._disk_back(now):
+            self._disk_waiting = False
+        self._disk_low = low
+
+    def _release_reserve(self, why: str) -> None:
+        if self.reserve is not None and self.reserve.release():
+            self._error(f"{why}: released the database's reserve")
+
+    def _disk_back(self, now: datetime) -> bool:
+        """Room again: restore the reserve, then record on for whoever stopped for the disk."""
+        if self.reserve is not None and not self.reserve.restore():
+            return False
+        for booking in self.store.list(state=RECORDING_FAILED, start_from=now):
+            if booking.start_time <= now and "disk" in (booking.last_error or ""):
+                try:
+                    self.store.fire(booking.id, "retry", detail="disk space is back: recording on")
+                except CHANGED_MEANWHILE as exc:
+                    log.info("%s: %s", booking.id, exc)
+        self._wake()
+        return True
 
     # -- recordings in progress ------------------------------------------------------------
 
@@ -398,7 +469,8 @@ class Supervisor:
             self._stop(active, f"recording stopped: booking is now {state}")
             return
         for event in self.cameras.poll(active.handle):
-            self.store.note(booking_id, f"camera {event.camera} {event.kind}: {event.detail}")
+            full = f" (disk full: {self._free_mb():.0f} MB free)" if self._disk_low else ""
+            self.store.note(booking_id, f"camera {event.camera} {event.kind}: {event.detail}{full}")
         written = self.cameras.bytes_written(active.handle)
         if written > active.bytes:
             active.bytes, active.grew_at = written, time.monotonic()
@@ -408,7 +480,8 @@ class Supervisor:
             self._end_recording(active, now)
         elif not active.handle.cameras:
             self._stop(active, None)
-            self._fail_recording(booking_id, "every camera stopped delivering")
+            why = " (the disk is full)" if self._disk_low else ""
+            self._fail_recording(booking_id, f"every camera stopped delivering{why}")
 
     def _end_recording(self, active: Active, now: datetime) -> None:
         """The slot is over: stop the cameras, or hand them running to the next booking."""
@@ -616,6 +689,9 @@ class Supervisor:
                 changes={"raw_dir": None},
             )
 
+    def _free_mb(self) -> float:
+        return self.free_disk_mb(self.settings.data_dir)
+
     def _error(self, line: str) -> None:
         log.warning("%s", line)
         stamp = self.clock().strftime("%Y-%m-%d %H:%M:%S")
@@ -704,6 +780,7 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
             SdNotifier(),
             waiter=listener,
             wake=lambda: send_nudge(settings.data_dir),
+            reserve=DiskReserve(settings.data_dir, settings.disk_reserve_mb),
         )
         # Settings may have changed since the last run: drop cached media nothing uses now.
         supervisor.builds.submit(

@@ -98,3 +98,80 @@ def test_sigkill_during_an_encode_then_restart(world: Any) -> None:
     world.start()
     wait_for(lambda: state_of(world.ctx, "enc") == "video_uploaded", 120, "video_uploaded")
     assert not list(processed.glob(".enc.work*")), "scratch folders are cleaned up"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 64 MB filesystem for the data dir (tmpfs; the tests run as root in CI)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.strip()}")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(path: Path) -> Path:
+    """Write until the filesystem says ENOSPC; returns the filler to delete."""
+    filler = path / "filler.bin"
+    with open(filler, "wb") as fh:
+        block = b"\0" * (1 << 20)
+        try:
+            while True:
+                fh.write(block)
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_disk_full_during_a_recording(small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC mid-slot: cameras stop cleanly, state.db stays intact, the history and status
+    say the disk is full, recording resumes when space returns, all footage is delivered."""
+    import sqlite3
+
+    from controller.config import load_settings
+    from controller.context import open_context
+    from tests._e2e import env_for
+
+    env = env_for(small_disk, EZREC_MIN_FREE_DISK_MB="4", EZREC_DISK_RESERVE_MB="8")
+    for key, value in env.items():
+        if key.startswith("EZREC"):
+            monkeypatch.setenv(key, value)
+    ctx = open_context(load_settings())
+    store = ctx.store
+    now = utcnow()
+    store.create(now + timedelta(seconds=1), now + timedelta(seconds=24), booking_id="full")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "_run_supervisor.py")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        raw = small_disk / "recordings" / "raw" / "full"
+        wait_for(lambda: len(list(raw.glob("cam0/*.ts"))) >= 3, 30, "recording")
+        filler = fill(small_disk)
+        wait_for(lambda: state_of(ctx, "full") == "recording_failed", 30, "the failure")
+        history = history_text(store, "full")
+        assert "the disk is full" in history, history
+        assert "the disk is full" in (store.get("full").last_error or "")
+        status = subprocess.run([str(Path(sys.executable).with_name("ezrec")), "status"],
+                                env=env, capture_output=True, text=True, timeout=30)
+        assert "FULL" in status.stdout, status.stdout + status.stderr
+        filler.unlink()
+        try:
+            wait_for(lambda: state_of(ctx, "full") == "recording", 20, "recording to resume")
+        except AssertionError:
+            print(history_text(store, "full"), store.get("full").to_dict())
+            raise
+        wait_for(lambda: state_of(ctx, "full") == "video_uploaded", 120, "video_uploaded")
+        runs = {p.name.split("-")[0] for p in raw.glob("cam0/*.ts")}
+        assert len(runs) >= 2, runs
+        assert probe(Path(store.get("full").processed_path or ""))["duration"] >= 15
+        check = sqlite3.connect(small_disk / "state.db").execute("PRAGMA integrity_check")
+        assert check.fetchone()[0] == "ok"
+        assert proc.poll() is None, "the supervisor survived"
+    finally:
+        proc.kill()
+        out = proc.communicate(timeout=10)[0]
+        ctx.close()
+        print(out[-3000:])
