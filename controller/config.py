@@ -14,7 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -198,9 +205,11 @@ class Settings(BaseSettings):
 
     @field_validator("notify_from")
     @classmethod
-    def _notify_from(cls, value: str | None) -> str | None:
+    def _notify_from(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", value.strip()):
             raise ValueError("must be an email address such as ezrec@venue.example")
+        if not value and info.data.get("smtp_url") is not None:
+            raise ValueError("must be set when EZREC_SMTP_URL is (mail needs a sender)")
         return value.strip() if value else None
 
     @field_validator("db_url")
@@ -220,10 +229,6 @@ class Settings(BaseSettings):
         if len(self.rotation) > self.cameras:
             raise ValueError(
                 f"rotation lists {len(self.rotation)} cameras, CAMERAS is {self.cameras}"
-            )
-        if self.smtp_url is not None and not self.notify_from:
-            raise ValueError(
-                "EZREC_NOTIFY_FROM must be set with EZREC_SMTP_URL (mail needs a sender)"
             )
         if self.retry_max_s < self.retry_base_s:
             raise ValueError("retry_max_s must not be smaller than retry_base_s")

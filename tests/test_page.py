@@ -286,3 +286,51 @@ def test_live_says_what_it_made_of_the_token(client: TestClient, ctx: Context) -
     assert verdict(client, {}) == "none"
     with TestClient(create_app(context=ctx)) as open_box:  # no token configured
         assert verdict(open_box, {}) == "not_needed"
+
+
+class Markup(html.parser.HTMLParser):
+    """Inputs and their labels, images and their alt texts, buttons and their names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lang: str | None = None
+        self.inputs: list[str] = []
+        self.labels: set[str] = set()
+        self.images_without_alt: list[str] = []
+        self.buttons: list[dict[str, str | None]] = []
+        self._button: dict[str, str | None] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "html":
+            self.lang = a.get("lang")
+        elif tag == "input":
+            self.inputs.append(str(a.get("id")))
+        elif tag == "label" and a.get("for"):
+            self.labels.add(str(a["for"]))
+        elif tag == "img" and not a.get("alt"):
+            self.images_without_alt.append(str(a.get("id")))
+        elif tag == "button":
+            self._button = {"aria-label": a.get("aria-label"), "text": ""}
+            self.buttons.append(self._button)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "button":
+            self._button = None
+
+    def handle_data(self, data: str) -> None:
+        if self._button is not None:
+            self._button["text"] = (self._button["text"] or "") + data.strip()
+
+
+def test_markup_names_every_control(client: TestClient, secured: Context) -> None:
+    soon(secured, "a11y-1")
+    secured.store.fire("a11y-1", "fail", error="boom")
+    markup = Markup()
+    markup.feed(client.get("/").text)
+    assert markup.lang == "en"
+    assert markup.inputs and set(markup.inputs) <= markup.labels
+    assert markup.images_without_alt == []
+    assert markup.buttons and all(b["aria-label"] or b["text"] for b in markup.buttons)
+    named = {b["aria-label"] for b in markup.buttons}
+    assert {"Retry booking a11y-1", "Cancel booking a11y-1"} <= named

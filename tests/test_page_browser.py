@@ -249,6 +249,22 @@ def test_error_text_is_shown_as_text_not_run(page: Any, box: Box) -> None:
     assert page.locator("#booking-hostile-1 img, ol.errors img").count() == 0
 
 
+def test_readable_on_a_phone(browser: Any, box: Box) -> None:
+    book(box, "phone-1", datetime.now(UTC) + timedelta(hours=10), 1800, camera_id="court7",
+         user_id="a.very.long.user.name@some-sports-club.example")
+    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    page.goto(box.url + "/")
+    row = page.locator("#booking-phone-1")
+    expect(row).to_be_visible(timeout=LONG_S)
+    # Below 46em a booking is a card with its field names, and nothing scrolls sideways.
+    assert page.evaluate("() => getComputedStyle(document.querySelector('table.bookings"
+                         " thead')).position") == "absolute"
+    expect(row.locator("td[data-label=User]")).to_contain_text("a.very.long.user.name@")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    context.close()
+
+
 def test_a_wrong_token_is_said_so(page: Any) -> None:
     page.get_by_label("Token", exact=True).fill("not-the-token-at-all")
     page.get_by_role("button", name="Keep for this browser session", exact=True).click()
