@@ -292,7 +292,7 @@ def test_the_keeper_leaves_videos_stored_long_before_alone(template_ctx: Context
     ("env", "expected"),
     [
         ({"EZREC_SMTP_URL": "http://mail"}, "bad setting EZREC_SMTP_URL: must start with smtp://"),
-        ({"EZREC_SMTP_URL": "smtp://mail"}, "EZREC_NOTIFY_FROM must be set with EZREC_SMTP_URL"),
+        ({"EZREC_SMTP_URL": "smtp://mail"}, "bad setting EZREC_NOTIFY_FROM: must be set when"),
         ({"EZREC_NOTIFY_FROM": "nobody"}, "bad setting EZREC_NOTIFY_FROM: must be an email"),
         ({"EZREC_SHARE_URL_TEMPLATE": "https://x/{user}"}, "unknown field {user}"),
         ({"EZREC_SHARE_URL_TEMPLATE": "https://x/v"}, "must contain {booking}"),
