@@ -102,3 +102,12 @@ def test_share_show_qr_and_revoke(run, tmp_path: Path) -> None:  # type: ignore[
     assert code == 2 and "ezrec share revoke ID" in err
     code, _, err = run("share", "nope", ok=False)
     assert code == 1 and "no booking 'nope'" in err
+
+
+def test_add_takes_the_players_email_and_refuses_a_bad_one(run) -> None:  # type: ignore[no-untyped-def]
+    _, out, _ = run("add", "--start", "+1h", "--end", "+2h", "--id", "b9",
+                    "--email", "player@example.com", "--json")  # fmt: skip
+    assert json.loads(out)["extra"]["contact_email"] == "player@example.com"
+    code, _, err = run("add", "--start", "+3h", "--end", "+4h", "--email", "a@b@c", ok=False)
+    assert code == 1
+    assert err == "error: contact_email must be one address such as player@example.com\n"
