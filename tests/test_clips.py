@@ -124,11 +124,12 @@ def test_stream_copy_build_keyframe_offset_and_crash_redoes_only_missing_clips(
     ctx: Context,
 ) -> None:
     # Layout single, nothing drawn: the video is stream-copied and starts on the keyframe
-    # before the booking (2.5 s pre-roll, 1 s GOPs: 0.5 s early). Marks at 12 s and 30 s.
+    # before the booking (2.5 s pre-roll, 1 s GOPs: 0.5 s early). Marks at 12 s, 16 s (their
+    # clips overlap: one clip, 7 s to 21 s) and 30 s.
     settings = ctx.settings.model_copy(
         update={"layout": "single", "cameras": 1, "clip_before_s": 5.0, "clip_after_s": 5.0}
     )
-    booking_id = recorded_booking(ctx, [12, 30], preroll=2.5, gop=10, cameras=1)
+    booking_id = recorded_booking(ctx, [12, 16, 30], preroll=2.5, gop=10, cameras=1)
     planned = build_and_plan(ctx, settings, booking_id)
     assert [c["name"] for c in planned] == ["clip01", "clip02"]
     timeline = next(iter(ctx.store.get(booking_id).extra["timeline"].values()))
@@ -138,8 +139,9 @@ def test_stream_copy_build_keyframe_offset_and_crash_redoes_only_missing_clips(
                               on_cut=lambda r: cut.append(r.path)) == []  # fmt: skip
     assert len(cut) == 2
     first = frame_numbers(Path(planned[0]["path"]), width=320)
-    # Booking second s is camera frame 10 * s + 25: the mark at 12 s gives seconds 7 to 17.
-    assert first[0] == pytest.approx(95, abs=1) and first[-1] == pytest.approx(194, abs=1)
+    # Booking second s is camera frame 10 * s + 25: the marks at 12 and 16 s give 7 s to 21 s.
+    assert first[0] == pytest.approx(95, abs=1) and first[-1] == pytest.approx(234, abs=1)
+    assert len(planned[0]["marks"]) == 2 and len(planned[1]["marks"]) == 1
     second = frame_numbers(Path(planned[1]["path"]), width=320)
     assert second[0] == pytest.approx(275, abs=1) and second[-1] == pytest.approx(374, abs=1)
     # A crash while cutting: clip02 never reached its final name. Only it is cut again.
