@@ -23,7 +23,8 @@ size) and only then renamed into place: a broken file is never what gets uploade
 
 Modules: `spec` (what is asked and given back), `plan` (probing, alignment, overlay
 placement), `graph` (the filter graph, one function per stage), `fastpath` (stream copy),
-`ffmpeg_run` (running ffmpeg, validating its output) and `runner` (a build from start to end).
+`ffmpeg_run` (running ffmpeg, validating its output), `runner` (a build from start to end) and
+`clips` (replay clips cut from a finished video, stream copy between re-encoded edges).
 """
 
 from controller.drivers.builder.ffmpeg_run import STOP_GRACE_S, validate
