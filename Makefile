@@ -55,6 +55,7 @@ bench: setup
 	$(BIN)/python bench/pipeline.py --json bench/results/pipeline.json
 	$(BIN)/python bench/upload.py --json bench/results/upload.json
 	$(BIN)/python bench/api.py --json bench/results/api.json
+	$(BIN)/python bench/page.py --json bench/results/page.json
 
 lint: setup
 	$(BIN)/ruff check controller api tests bench
