@@ -126,3 +126,28 @@ def show_replays(c: Context, booking: Booking, qr: bool) -> None:
         out.print()
         click.echo(qrcodes.terminal(link), nl=False)
         out.print(link, markup=False, soft_wrap=True)
+
+
+def replay_checks(settings: Any) -> list[tuple[str, bool, str]]:
+    """`ezrec doctor`'s lines for the replays: button, share links, the players' email."""
+    from controller.drivers.mailer import Mailer, MailError
+
+    checks: list[tuple[str, bool, str]] = []
+    if settings.mark_gpio_pin:
+        checks.append(("button", True, f"replay button on {settings.mark_gpio_pin}, read by "
+                       "ezrec run (a press with nothing recording is logged)"))  # fmt: skip
+    if settings.share_url_template:
+        checks.append(("share", True, f"share links: {settings.share_url_template}"))
+    elif settings.storage_url.startswith("s3://"):
+        checks.append(("share", True, f"share links: S3 presigned, {settings.share_link_h:g} h"))
+    else:
+        checks.append(("share", True, "no share links (local storage, no "
+                       "EZREC_SHARE_URL_TEMPLATE)"))  # fmt: skip
+    if settings.smtp_url is not None and settings.notify_from:
+        try:
+            mailer = Mailer(settings.smtp_url.get_secret_value(), settings.notify_from,
+                            timeout_s=5)  # fmt: skip
+            checks.append(("mail", True, mailer.check()))
+        except MailError as exc:
+            checks.append(("mail", False, f"{exc}: check EZREC_SMTP_URL"))
+    return checks

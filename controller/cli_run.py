@@ -317,6 +317,9 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     except Exception as exc:
         checks.append(("storage", False, f"{s.storage_url}: {exc}"))
     checks.append(("cloud", *_check_cloud(s)))
+    from controller.cli_replays import replay_checks
+
+    checks.extend(replay_checks(s))  # the button, share links, the players' email
     free = system.free_disk_mb(s.data_dir)
     checks.append(("disk", free >= s.min_free_disk_mb,
                    f"{free:.0f} MB free in {s.data_dir} (EZREC_MIN_FREE_DISK_MB="

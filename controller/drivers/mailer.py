@@ -79,21 +79,39 @@ class Mailer:
                                filename=att.filename)  # fmt: skip
         return msg
 
+    def _open(self) -> smtplib.SMTP:
+        """A connection ready to send: TLS as the scheme says, logged in when a user is set."""
+        if self.scheme == "smtps":
+            context = ssl.create_default_context()
+            server: smtplib.SMTP = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout_s, context=context
+            )
+        else:
+            server = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+        try:
+            if self.scheme == "smtp+starttls":
+                server.starttls(context=ssl.create_default_context())
+            if self.user is not None:
+                server.login(self.user, self.password or "")
+        except BaseException:
+            server.close()
+            raise
+        return server
+
+    def check(self) -> str:
+        """For `ezrec doctor`: connect, log in, NOOP, quit (nothing is sent)."""
+        try:
+            with self._open() as server:
+                server.noop()
+        except (OSError, smtplib.SMTPException) as exc:
+            raise MailError(f"mail via {self.host}:{self.port} failed: {_one_line(exc)}") from None
+        login = f" as {self.user}" if self.user else ""
+        return f"SMTP {self.host}:{self.port} answers{login}; mail from {self.sender}"
+
     def send(self, mail: Mail) -> None:
         msg = self.message(mail)
         try:
-            if self.scheme == "smtps":
-                context = ssl.create_default_context()
-                server: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=self.timeout_s, context=context
-                )
-            else:
-                server = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
-            with server:
-                if self.scheme == "smtp+starttls":
-                    server.starttls(context=ssl.create_default_context())
-                if self.user is not None:
-                    server.login(self.user, self.password or "")
+            with self._open() as server:
                 refused = server.send_message(msg)
         except (OSError, smtplib.SMTPException) as exc:
             # The text goes into the booking's history, which is public: no address in it.
