@@ -485,7 +485,14 @@ class Supervisor:
 
     def _end_recording(self, active: Active, now: datetime) -> None:
         """The slot is over: stop the cameras, or hand them running to the next booking."""
-        following = self._following(active, now) if self.cameras.exclusive else None
+        following = None
+        if self.cameras.exclusive:
+            try:
+                following = self._following(active, now)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                # The database is away: no hand-over, but the slot still ends now.
         if following is None or not self._hand_over(active, following, now):
             self._stop(active, None)
         self._finalise(active.booking_id, "slot ended")

@@ -258,3 +258,59 @@ def test_a_bug_in_the_loop_is_not_mistaken_for_a_database_outage(ctx: Context) -
     assert len(calls) == 3  # two outage passes were ridden out, the bug ended the loop
     assert [m for m in notes.sent if m.startswith("STATUS=database unreachable")]
     assert notes.sent.count("WATCHDOG=1") == 2
+
+
+def test_exclusive_cameras_still_stop_at_the_slot_end_with_the_database_away(
+    ctx: Context,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from sqlalchemy.exc import OperationalError
+
+    from controller.supervisor import Active, Supervisor
+
+    class Notes:
+        def ready(self) -> None: ...
+        def stopping(self) -> None: ...
+        def status(self, text: str) -> None: ...
+        def watchdog(self) -> None: ...
+        def watchdog_interval(self) -> float | None:
+            return 1.0
+
+    class Sensor:
+        """A real sensor's driver: one session at a time, so a slot's end looks for a
+        booking to hand the running cameras to (a database read)."""
+
+        name, exclusive = "sensor", True
+
+        def __init__(self) -> None:
+            self.stopped: list[str] = []
+
+        def discover(self) -> list[object]:
+            return []
+
+        def stop(self, handle: SimpleNamespace, timeout: float = 5.0) -> SimpleNamespace:
+            self.stopped.append(handle.booking_id)
+            return SimpleNamespace(notes=[])
+
+        def close(self) -> None: ...
+
+    now = datetime.now(UTC)
+    booking = ctx.store.create(now - timedelta(minutes=5), now - timedelta(seconds=1),
+                               allow_past=True)
+    ctx.store.fire(booking.id, "start")
+    sensor = Sensor()
+    sup = Supervisor(ctx.settings, ctx.store, sensor, storage=None,  # type: ignore[arg-type]
+                     media=None, notifier=Notes())
+
+    def away(*_a: object, **_k: object) -> list[object]:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    ctx.store.list = away  # type: ignore[method-assign]
+    handle = SimpleNamespace(booking_id=booking.id, cameras=[0, 1])
+    active = Active(booking.id, handle, booking.end_time)  # type: ignore[arg-type]
+    sup.active[booking.id] = active
+    sup._end_recording(active, now)
+    assert sensor.stopped == [booking.id] and booking.id not in sup.active
+    sup.shutdown()
