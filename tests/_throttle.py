@@ -14,6 +14,7 @@ class UplinkProxy:
         self.target = target
         self.rate_bps = rate_bps  # bytes per second client -> server; None: unlimited
         self.hang = False  # new and open connections stop moving
+        self.answer_500 = False  # new connections get "500 Internal Server Error" from us
         self.forwarded = 0  # bytes that reached the server
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
@@ -32,6 +33,9 @@ class UplinkProxy:
                 continue
             except OSError:
                 return
+            if self.answer_500:
+                threading.Thread(target=self._refuse, args=(client,), daemon=True).start()
+                continue
             try:
                 server = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -41,6 +45,13 @@ class UplinkProxy:
                 self._socks += [client, server]
             threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _refuse(self, client: socket.socket) -> None:
+        with contextlib.suppress(OSError), client:
+            client.settimeout(5)
+            client.recv(65536)  # the request line and headers (the body is not awaited)
+            client.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                           b"Connection: close\r\n\r\n")
 
     def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
         src.settimeout(0.2)

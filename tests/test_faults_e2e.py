@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,243 @@ def test_disk_full_during_a_recording(small_disk: Path, monkeypatch: pytest.Monk
         out = proc.communicate(timeout=10)[0]
         ctx.close()
         print(out[-3000:])
+
+
+# -- SIGKILL in every state ----------------------------------------------------------------
+
+
+def _killed_at(world: Any, booking_id: str, args: tuple[str, ...], when: Any,
+               what: str) -> None:
+    proc = world.start(*args)
+    wait_for(when, 120, what)
+    proc.kill()
+    proc.wait(10)
+    wait_for(lambda: not ffmpeg_children_of(world.dir), 10, "no child left")
+    world.start()
+    wait_for(lambda: state_of(world.ctx, booking_id) == "video_uploaded", 120, "video_uploaded")
+
+
+def test_sigkill_just_before_the_start_then_restart(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now + timedelta(seconds=3), now + timedelta(seconds=7), booking_id="pre")
+    # Killed while still `confirmed`, a moment before its pre-roll.
+    _killed_at(world, "pre", (), lambda: utcnow() >= now + timedelta(seconds=2), "the moment")
+    assert probe(Path(store.get("pre").processed_path or ""))["duration"] >= 3.5
+
+
+def test_sigkill_in_completed_then_restart(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=4), booking_id="done")
+    _killed_at(world, "done", ("--slow", "build", "--pause", "60"),
+               lambda: state_of(world.ctx, "done") == "completed", "completed")
+    assert probe(Path(store.get("done").processed_path or ""))["duration"] >= 3.5
+
+
+def test_sigkill_in_video_processed_then_restart(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=4), booking_id="built")
+    _killed_at(world, "built", ("--slow", "upload", "--pause", "60"),
+               lambda: state_of(world.ctx, "built") == "video_processed", "video_processed")
+    assert probe(Path(store.get("built").processed_path or ""))["duration"] >= 3.5
+
+
+def test_power_cut_with_a_torn_last_segment(world: Any) -> None:
+    """SIGKILL, then the last segment cut mid-packet as a power cut leaves it: the video is
+    built from what plays, and the history says which file was damaged."""
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=6), booking_id="cut")
+    raw = world.dir / "recordings" / "raw" / "cut"
+    proc = world.start()
+    wait_for(lambda: len(list(raw.glob("cam0/*.ts"))) >= 3, 30, "segments")
+    proc.kill()
+    proc.wait(10)
+    last = sorted(raw.glob("cam0/*.ts"))[-1]
+    size = last.stat().st_size
+    with open(last, "r+b") as fh:
+        fh.truncate(size - size // 3 - 77)  # mid-packet
+    world.start()
+    wait_for(lambda: state_of(world.ctx, "cut") == "video_uploaded", 120, "video_uploaded")
+    assert f"{last.name} ends mid-packet" in history_text(store, "cut")
+    assert probe(Path(store.get("cut").processed_path or ""))["duration"] >= 5.0
+
+
+# -- cameras ---------------------------------------------------------------------------------
+
+
+def test_one_camera_dying_mid_slot_gives_the_other_and_a_note(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=6), booking_id="half")
+    world.start(extra_env={"EZRECTEST_SYNTHETIC_FAIL": "1:kill_after=2"})
+    wait_for(lambda: state_of(world.ctx, "half") == "video_uploaded", 120, "video_uploaded")
+    assert "camera 1 died" in history_text(store, "half")
+    info = probe(Path(store.get("half").processed_path or ""))
+    assert info["duration"] >= 5.0  # the camera that lived covers the whole slot
+
+
+def test_every_camera_dying_delivers_the_partial_footage(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=8), booking_id="dead")
+    # Both die after 2 s and every restart fails: what was recorded is still delivered.
+    world.start(extra_env={"EZRECTEST_SYNTHETIC_FAIL": "0:kill_after=2,1:kill_after=2",
+                           "EZREC_MAX_ATTEMPTS": "1"})
+    wait_for(lambda: state_of(world.ctx, "dead") == "video_uploaded", 120, "video_uploaded")
+    text = history_text(store, "dead")
+    assert "every camera stopped delivering" in text and "partial recording delivered" in text
+    assert probe(Path(store.get("dead").processed_path or ""))["duration"] >= 1.5
+
+
+# -- ffmpeg ----------------------------------------------------------------------------------
+
+
+def test_a_killed_encoder_is_retried_with_backoff(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=4), booking_id="enc2")
+    slow = {"EZREC_WIDTH": "1280", "EZREC_HEIGHT": "720", "EZREC_X264_PRESET": "veryslow"}
+    world.start(extra_env=slow)
+    processed = world.dir / "recordings" / "processed"
+
+    def encoder() -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if cmd.startswith("ffmpeg") and f"{processed}/.enc2.work" in cmd:
+                    pids.append(int(entry.name))
+        return pids
+
+    wait_for(lambda: bool(encoder()), 120, "the encoder")
+    for pid in encoder():
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: state_of(world.ctx, "enc2") == "processing_failed", 30, "the failure")
+    assert "ffmpeg failed" in (store.get("enc2").last_error or "")
+    wait_for(lambda: state_of(world.ctx, "enc2") == "video_uploaded", 180, "retried and done")
+    triggers = [h.trigger for h in store.history("enc2")]
+    assert triggers.count("fail") >= 1 and "retry" in triggers
+
+
+def test_sigterm_during_an_encode(world: Any) -> None:
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=4), booking_id="termenc")
+    proc = world.start("--slow", "build", "--pause", "60")
+    processed = world.dir / "recordings" / "processed"
+    wait_for(lambda: bool(list(processed.glob(".termenc.work*"))), 120, "a build under way")
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert time.monotonic() - began < 5.0
+    assert not ffmpeg_children_of(world.dir)
+    assert state_of(world.ctx, "termenc") == "completed"  # built again after a restart
+
+
+# -- storage ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_link() -> Any:
+    """moto on loopback behind an uplink proxy the test can break: (proxy, bucket, env)."""
+    from tests._s3server import FAKE_AWS_ENV, MotoServer
+    from tests._throttle import UplinkProxy
+
+    server = MotoServer()
+    server.start()
+    saved = {k: os.environ.get(k) for k in FAKE_AWS_ENV}
+    os.environ.update(FAKE_AWS_ENV)
+    bucket = server.new_bucket()
+    proxy = UplinkProxy(("127.0.0.1", server.port))
+    env = FAKE_AWS_ENV | {"EZREC_STORAGE_URL": f"s3://{bucket}/venue",
+                          "EZREC_S3_ENDPOINT_URL": proxy.url, "EZREC_S3_TIMEOUT_S": "5"}
+    yield proxy, bucket, env
+    proxy.close()
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def test_storage_answering_500_is_retried_until_it_recovers(world: Any, s3_link: Any) -> None:
+    proxy, _bucket, env = s3_link
+    proxy.answer_500 = True
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=3), booking_id="s500")
+    world.start(extra_env=env)
+    wait_for(lambda: state_of(world.ctx, "s500") == "upload_failed", 120, "upload_failed")
+    booking = store.get("s500")
+    assert "500" in (booking.last_error or "") and booking.next_attempt_at is not None
+    proxy.answer_500 = False
+    wait_for(lambda: state_of(world.ctx, "s500") == "video_uploaded", 120, "video_uploaded")
+
+
+def test_a_crawling_uplink_never_interrupts_recordings_or_the_watchdog(
+    world: Any, s3_link: Any, tmp_path: Path
+) -> None:
+    """1 KB/s up: the next booking records undisturbed and the watchdog keeps coming; when
+    the link is fast again the upload completes."""
+    import contextlib
+    import socket
+
+    proxy, _bucket, env = s3_link
+    proxy.rate_bps = 1024
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=3), booking_id="slow1")
+    store.create(now + timedelta(seconds=8), now + timedelta(seconds=12), booking_id="slow2")
+    world.start(extra_env=env | {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
+    try:
+        # (That progress counts bytes, not parts, is test_storage_s3's slow-uplink test.)
+        wait_for(lambda: store.get("slow1").progress_stage == "uploading", 60, "uploading")
+        pets, began = 0, time.monotonic()
+        while time.monotonic() - began < 8:
+            with contextlib.suppress(TimeoutError):
+                pets += sock.recv(4096).decode().count("WATCHDOG=1")
+        assert pets >= 10, f"only {pets} WATCHDOG=1 in 8 s while the uplink crawled"
+        assert state_of(world.ctx, "slow1") == "video_processed"
+        wait_for(lambda: state_of(world.ctx, "slow2") in ("completed", "video_processed"),
+                 30, "the next booking recorded")
+        assert "fail" not in [h.trigger for h in store.history("slow2")]
+        proxy.rate_bps = None
+        for booking_id in ("slow1", "slow2"):
+            wait_for(lambda b=booking_id: state_of(world.ctx, b) == "video_uploaded", 120,
+                     f"{booking_id} uploaded")
+    finally:
+        sock.close()
+
+
+def test_a_missing_bucket_waits_for_the_operator_and_says_what_to_fix(
+    world: Any, s3_link: Any
+) -> None:
+    _proxy, _bucket, env = s3_link
+    env = env | {"EZREC_STORAGE_URL": "s3://no-such-bucket/venue"}
+    store = world.ctx.store
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=3), booking_id="nob")
+    world.start(extra_env=env)
+    wait_for(lambda: state_of(world.ctx, "nob") == "upload_failed", 120, "upload_failed")
+    booking = store.get("nob")
+    assert booking.next_attempt_at is None, "a missing bucket is not retried as if transient"
+    assert "does not exist" in (booking.last_error or "")
+    ezrec = str(Path(sys.executable).with_name("ezrec"))
+    full_env = world.env | env
+    status = subprocess.run([ezrec, "status"], env=full_env, capture_output=True, text=True,
+                            timeout=30).stdout
+    assert "NEEDS YOU" in status and "ezrec retry nob" in status, status
+    doctor = subprocess.run([ezrec, "doctor"], env=full_env, capture_output=True, text=True,
+                            timeout=120).stdout
+    assert "the bucket does not exist" in doctor, doctor

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -440,3 +441,39 @@ def test_a_storage_error_no_retry_can_fix_waits_for_an_operator(world: Any, ctx:
     report = collect(ctx.settings, world.store, now=world.clock())
     assert [x["id"] for x in report["needs_operator"]] == ["b1"]
     assert "ezrec retry b1" in report["needs_operator"][0]["fix"]
+
+
+def test_an_upload_that_reports_nothing_for_long_never_silences_the_watchdog(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One 8 MiB part on a venue uplink can take minutes without a report: the uplink is not
+    the box's health, so the loop keeps petting (a hung call ends by its own timeout)."""
+    import controller.supervisor as sup_mod
+
+    monkeypatch.setattr(sup_mod, "STALL_S", 0.05)
+    release = threading.Event()
+
+    def upload(settings, booking, storage, progress, stop):  # type: ignore[no-untyped-def]
+        release.wait(10)
+        progress(1.0)
+        return jobs.UploadOutcome([{"url": "file:///x", "key": "k", "size": 5, "sha256": "ab",
+                                    "uploaded_at": world.clock().isoformat()}], "file:///x")
+
+    world.sup.upload_fn = upload
+    world.store.create(T0, T0 + timedelta(minutes=1), booking_id="b1")
+    world.clock.advance(60)
+    world.sup.step()
+    world.clock.now = T0 + timedelta(minutes=1)
+    for _ in range(10):  # until the upload is running (the build comes first)
+        world.sup.step()
+        if any(j.kind == "upload" for j in world.sup.jobs.values()):
+            break
+        futures.wait([j.future for j in world.sup.jobs.values()], timeout=10)
+    assert any(j.kind == "upload" for j in world.sup.jobs.values()), "the upload is running"
+    time.sleep(0.3)  # > STALL_S * 4 without a report
+    world.notifier.sent.clear()
+    world.sup.step()
+    assert "WATCHDOG=1" in world.notifier.sent
+    release.set()
+    settle(world)
+    assert world.store.get("b1").state == "video_uploaded"

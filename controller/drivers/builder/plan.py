@@ -21,6 +21,7 @@ from controller.drivers.builder.spec import (
 )
 from controller.drivers.media import ProbeError, ffprobe, video_stream
 
+TS_PACKET = 188  # an MPEG-TS file is a whole number of these
 MAX_GAP_S = 6 * 3600.0  # a "gap" longer than this is a clock or timestamp error, not downtime
 
 
@@ -105,6 +106,13 @@ def _probe_segment(path: Path) -> Segment | str:
         path, run, seq, start, duration, int(stream["width"]), int(stream["height"]), fps,
         str(stream.get("codec_name", "")),
     )  # fmt: skip
+
+
+def _torn(path: Path) -> bool:
+    try:
+        return path.stat().st_size % TS_PACKET != 0
+    except OSError:
+        return False
 
 
 def probe_media(path: Path) -> MediaInfo | str:
@@ -226,8 +234,13 @@ def prepare_feeds(spec: BuildSpec, notes: list[str]) -> list[PreparedFeed]:
             result = probed[path]
             if isinstance(result, str):
                 notes.append(f"camera {feed.camera}: skipped unreadable {path.name} ({result})")
-            else:
-                good.append(result)
+                continue
+            good.append(result)
+            if path.suffix == ".ts" and _torn(path):
+                # What a power cut leaves: the last write cut mid-packet. The demuxer drops the
+                # torn packet and the rest plays; the history should still say so.
+                notes.append(f"camera {feed.camera}: {path.name} ends mid-packet (power cut?); "
+                             "built from its playable part")
         if not good:
             why = "no segments" if not feed.segments else "no readable segment"
             notes.append(f"camera {feed.camera} has no video ({why})")
