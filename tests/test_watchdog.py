@@ -142,3 +142,23 @@ def test_socket_address_forms() -> None:
     assert socket_address("@abc") == b"\0abc"
     assert socket_address("") is None and socket_address(None) is None
     assert socket_address("vsock:2:1234") is None
+
+
+def test_a_receiver_that_stops_reading_never_blocks_the_sender(tmp_path: Path) -> None:
+    """A datagram socket nobody reads fills up; sd_notify must then drop, not wait."""
+    import socket
+    import time
+
+    from controller.drivers.watchdog import SdNotifier
+
+    path = tmp_path / "full.sock"
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(str(path))
+    try:
+        notifier = SdNotifier(env={"NOTIFY_SOCKET": str(path)})
+        began = time.monotonic()
+        for i in range(5000):  # far more than the receive queue holds
+            notifier.notify(f"STATUS=message {i}")
+        assert time.monotonic() - began < 2.0
+    finally:
+        sink.close()

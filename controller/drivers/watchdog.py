@@ -104,7 +104,9 @@ class SdNotifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(message, self.address)
+            # Never wait on the reader: a receiver that stopped reading must not stall the
+            # loop (a pet that cannot be sent now is as good as a missed one).
+            self._sock.sendto(message, socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             log.warning("sd_notify to %r failed: %s", self.address, exc)
             return False
