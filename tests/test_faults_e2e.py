@@ -416,3 +416,38 @@ def test_a_missing_bucket_waits_for_the_operator_and_says_what_to_fix(
     doctor = subprocess.run([ezrec, "doctor"], env=full_env, capture_output=True, text=True,
                             timeout=120).stdout
     assert "the bucket does not exist" in doctor, doctor
+
+
+# -- the booking system ----------------------------------------------------------------------
+
+
+def test_booking_system_away_recording_goes_on_and_changes_arrive_in_order(world: Any) -> None:
+    from datetime import UTC, datetime
+
+    from tests._postgrest import FakeSupabase
+
+    fake = FakeSupabase()
+    try:
+        start = datetime.now(UTC) + timedelta(seconds=3)
+        fake.add("bookings", id="far-1", user_id="u-9", camera_id="e2e",
+                 start_time=start.isoformat(),
+                 end_time=(start + timedelta(seconds=3)).isoformat(), status="confirmed")
+        world.start(extra_env={"EZREC_SUPABASE_URL": fake.url, "EZREC_SUPABASE_KEY": fake.key,
+                               "EZREC_SUPABASE_SYNC_S": "2"})
+        wait_for(lambda: "far-1" in [b.id for b in world.ctx.store.list()], 30, "the pull")
+        fake.down("refuse")  # the venue's internet is gone for the rest of the booking
+        before = (fake.row("bookings", id="far-1") or {}).get("status")
+        wait_for(lambda: state_of(world.ctx, "far-1") == "video_uploaded", 120, "done locally")
+        assert (fake.row("bookings", id="far-1") or {}).get("status") == before
+        assert before != "video_uploaded"
+        fake.up()
+        wait_for(lambda: (fake.row("bookings", id="far-1") or {}).get("status")
+                 == "video_uploaded", 120, "the booking system to catch up")
+        told = [r.body.get("status") for r in fake.requests
+                if r.method == "PATCH" and r.table == "bookings" and isinstance(r.body, dict)]
+        order = ["recording", "completed", "video_processed", "video_uploaded"]
+        seen = [s for i, s in enumerate(told) if s in order and (i == 0 or told[i - 1] != s)]
+        assert seen == order, told  # each change once, in the order it happened
+        assert fake.row("videos", booking_id="far-1") is not None
+    finally:
+        fake.close()
