@@ -86,10 +86,13 @@ def photograph(box: Box, out: Path) -> list[Path]:
             # Show a frame from the match, not the first black one of the intro.
             page.evaluate("""() => new Promise(done => {
                 const v = document.querySelector('video[data-video="evening-7"]');
-                const seek = () => { v.addEventListener('seeked', done, {once: true});
+                // Done once the seeked frame has reached the screen, not only the decoder.
+                const seek = () => { v.requestVideoFrameCallback(() => done());
                                      v.currentTime = Math.min(4, v.duration / 2); };
                 v.readyState >= 1 ? seek() : v.addEventListener('loadedmetadata', seek);
             })""")
+            # The first poll after the token was kept may still be swapping parts in.
+            expect(page.locator("#token-status")).to_contain_text("kept for this browser")
             page.screenshot(path=str(name), full_page=True)
             written.append(name)
             page.close()
