@@ -45,7 +45,7 @@ screenshot: setup chromium
 
 # The test session starts its own PostgreSQL cluster and S3 (moto) server on loopback.
 test: setup postgresql chromium
-	$(BIN)/ruff check controller api tests bench
+	$(BIN)/ruff check controller api tests bench docs/screenshot.py
 	$(BIN)/python -m pytest -q
 
 # Benchmarks print a table and write JSON under bench/results/ (see docs/performance.md).
@@ -58,7 +58,7 @@ bench: setup
 	$(BIN)/python bench/page.py --json bench/results/page.json
 
 lint: setup
-	$(BIN)/ruff check controller api tests bench
+	$(BIN)/ruff check controller api tests bench docs/screenshot.py
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache
