@@ -280,6 +280,24 @@ def test_runs_after_a_crash_keep_the_downtime(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_downtime_across_the_slot_start_is_kept_not_collapsed(tmp_path: Path) -> None:
+    """Killed during the pre-roll, back 1.5 s into the slot: the cut of the pre-roll lands in
+    the downtime, which must stay (a held frame), not shrink the recording to its last run."""
+    raw = tmp_path / "raw"
+    make_camera(raw, 0, 1, started_at=T0)  # pre-roll only: the slot starts at T0 + 1.5
+    make_camera(raw, 0, 1, run=1, started_at=T0 + 3.0)
+    feeds = feeds_from_raw_dir(raw)
+    spec = spec_for(tmp_path, feeds, "single", start_at=T0 + 1.5, duration=2.5, fast_path=False)
+    result = build(spec)
+    assert probe(result.outputs[0])[0] == pytest.approx(2.5, abs=0.15)
+    # The footage sits where it was recorded: the last second is run 1's.
+    last = frame_at(result.outputs[0], 2.3, tmp_path / "last.png")
+    ref = tmp_path / "run1.mp4"
+    ffmpeg("-i", str(feeds[0].segments[-1]), "-c", "copy", str(ref))
+    assert mean_diff(last, frame_at(ref, 0.8, tmp_path / "ref.png"), (0, 0, W, H)) < 8
+
+
+@pytest.mark.slow
 def test_unreadable_intro_and_logo_are_left_out_with_notes(
     assets: dict[str, Path], tmp_path: Path
 ) -> None:

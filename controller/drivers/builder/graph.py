@@ -51,8 +51,11 @@ def _normalised_feed(plan: Plan, f: PreparedFeed, w: int, h: int) -> Any:
     spec = plan.spec
     v = _feed_input(plan, f).video.filter("setpts", "PTS-STARTPTS")
     if f.skip > 0:
-        v = v.filter("trim", start=round(f.skip, 6)).filter("setpts", "PTS-STARTPTS")
-    v = v.filter("fps", fps=spec.fps)
+        # Shift by the skip, not to the first kept frame: a hole (a restart's downtime) that
+        # spans the cut stays a hole, which fps below fills with the first kept frame.
+        skip = round(f.skip, 6)
+        v = v.filter("trim", start=skip).filter("setpts", f"PTS-{skip}/TB")
+    v = v.filter("fps", fps=spec.fps, start_time=0)
     v = _rotate(v, f.feed.rotation)
     in_w, in_h = (f.height, f.width) if f.feed.rotation in (90, 270) else (f.width, f.height)
     v = _fit(v, in_w, in_h, w, h)
