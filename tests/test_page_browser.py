@@ -265,6 +265,26 @@ def test_readable_on_a_phone(browser: Any, box: Box) -> None:
     context.close()
 
 
+HIDE = """hidden => {
+  Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_a_tab_nobody_looks_at_stops_polling_and_catches_up_when_shown(page: Any) -> None:
+    with page.expect_request(lambda r: r.url.endswith("/page/live"), timeout=LONG_S):
+        pass  # polling runs while the page is in view
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if r.url.endswith("/page/live") else None)
+    page.evaluate(HIDE, True)
+    # Five poll intervals hidden (a visible page polls 5 times meanwhile): at most the one
+    # already in flight when it was hidden.
+    page.wait_for_timeout(5 * 2000)
+    assert len(polls) <= 1, polls
+    with page.expect_request(lambda r: r.url.endswith("/page/live"), timeout=5000):
+        page.evaluate(HIDE, False)  # shown again: a poll at once, not after the interval
+
+
 def test_a_wrong_token_is_said_so(page: Any) -> None:
     page.get_by_label("Token", exact=True).fill("not-the-token-at-all")
     page.get_by_role("button", name="Keep for this browser session", exact=True).click()

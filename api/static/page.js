@@ -92,6 +92,7 @@
 
   async function poll() {
     clearTimeout(pollTimer);
+    if (document.hidden) return; // a tab nobody looks at costs the box nothing; see below
     try {
       const answer = await request("GET", "/page/live");
       if (!answer.ok || !answer.data) {
@@ -261,6 +262,10 @@
     }
     refresh();
   }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) poll(); // back in view: catch up at once
+  });
 
   showTokenState();
   document.querySelectorAll("img[data-preview]").forEach(watchCamera);
