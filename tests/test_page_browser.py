@@ -15,13 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright import sync_api as playwright_sync
+from playwright.sync_api import expect
 
 from controller.config import load_settings
 from controller.context import open_context
 from tests._browser import CHROMIUM_ARGS, Box, chromium_or_fail, running_box
-
-playwright_sync = pytest.importorskip("playwright.sync_api")  # a dev extra: make setup installs it
-expect = playwright_sync.expect
 
 pytestmark = pytest.mark.slow
 TOKEN = "browser-test-token-0123456789"
