@@ -2,7 +2,9 @@
 
 It works on the HTTP method, not on a list of routes, so that a route added later cannot be
 left open by mistake. Reads stay open: the contract (DESIGN.md) protects the mutating routes,
-and `/health`, `/status` and `/metrics` are polled by monitoring that holds no secret.
+and `/health`, `/status` and `/metrics` are polled by monitoring that holds no secret. What a
+read answers may still hold a capability (a presigned URL, a link that plays a video): the
+routes leave those out unless `authorized(request)`.
 With no token configured the check is off; `api.server` then refuses any non-loopback bind.
 """
 
