@@ -52,9 +52,13 @@ def processed_path(settings: Settings, booking_id: str) -> Path:
     return settings.processed_dir / f"{booking_id}.mp4"
 
 
-def has_recording(settings: Settings, booking_id: str) -> bool:
-    """True when at least one non-empty segment of the booking is on disk."""
-    return recordings.has_footage(raw_dir(settings, booking_id))
+def has_recording(
+    settings: Settings, booking_id: str, slot: tuple[datetime, datetime] | None = None
+) -> bool:
+    """True when at least one non-empty segment of the booking is on disk; with `slot` (its
+    start and end), one recorded in it, not only before or after it."""
+    span = (slot[0].timestamp(), slot[1].timestamp()) if slot is not None else None
+    return recordings.has_footage(raw_dir(settings, booking_id), span)
 
 
 def media_sources(settings: Settings, booking: Booking) -> dict[str, Any]:

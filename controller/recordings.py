@@ -246,16 +246,36 @@ def camera_files(cam_dir: Path) -> list[Path]:
     return [path for run in runs for path in run_files(cam_dir, run)]
 
 
-def has_footage(out_dir: Path) -> bool:
-    """True when at least one non-empty segment of the booking is on disk."""
+# A run that overlaps a slot by less than this holds no usable part of it (the builder wants
+# a tenth of a second; a killed run's end is known only from its file's last write, which lags
+# the frame by the muxer's buffering).
+IN_SLOT_MIN_S = 0.5
+
+
+def has_footage(out_dir: Path, slot: tuple[float, float] | None = None) -> bool:
+    """True when at least one non-empty segment of the booking is on disk; with `slot`
+    (start, end in epoch seconds), one whose run overlaps the slot. A run wholly outside it
+    (killed during the pre-roll; started as the slot ended) is no footage of the slot: the
+    builder would find nothing to build from it."""
     for cam in _listdir(out_dir):
         if not (CAMERA_DIR_RE.match(cam.name) and cam.is_dir()):
             continue
         for path in camera_files(cam):
             with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_size > 0:
+                stat = path.stat()
+                if stat.st_size > 0 and (slot is None or _in_slot(cam, path, stat.st_mtime, slot)):
                     return True
     return False
+
+
+def _in_slot(cam: Path, path: Path, written: float, slot: tuple[float, float]) -> bool:
+    match = SEGMENT_RE.match(path.name)
+    manifest = read_manifest(cam, int(match.group(1))) if match else None
+    if manifest is None:
+        return True  # no timing known: assume it is footage of the slot
+    end = manifest.stopped_at if manifest.stopped_at is not None else written
+    start, stop = slot
+    return min(end, stop) - max(manifest.started_at, start) >= IN_SLOT_MIN_S
 
 
 def read_manifest(cam_dir: Path, run: int) -> RunManifest | None:

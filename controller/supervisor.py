@@ -280,7 +280,7 @@ class Supervisor:
 
     def _confirmed(self, booking: Booking, now: datetime) -> None:
         if booking.end_time <= now:
-            if jobs.has_recording(self.settings, booking.id):
+            if jobs.has_recording(self.settings, booking.id, _slot(booking)):
                 # A retried recording whose slot is over: keep what was recorded.
                 self.store.fire(booking.id, "start", detail="slot over: finalising segments")
                 self._finalise(booking.id, "finalised from the segments on disk")
@@ -330,7 +330,9 @@ class Supervisor:
     def _finalise(self, booking_id: str, detail: str) -> None:
         # Links a hand-over had not made yet when we were killed are made now.
         recordings.relay_all(jobs.raw_dir(self.settings, booking_id))
-        if jobs.has_recording(self.settings, booking_id):
+        # Footage of the pre-roll only (killed before the slot began) is no recording of it.
+        slot = _slot(self.store.get(booking_id))
+        if jobs.has_recording(self.settings, booking_id, slot):
             self.store.fire(
                 booking_id,
                 "finish",
@@ -346,7 +348,7 @@ class Supervisor:
         folder = jobs.raw_dir(self.settings, booking.id)
         recordings.relay_all(folder)
         why = booking.last_error or "the recording failed"
-        if jobs.has_recording(self.settings, booking.id):
+        if jobs.has_recording(self.settings, booking.id, _slot(booking)):
             self.store.fire(
                 booking.id, "finish", changes={"raw_dir": str(folder)},
                 detail=f"partial recording delivered: {why}; finalised from the footage on disk",
@@ -753,6 +755,10 @@ class Supervisor:
         self.builds.shutdown(wait=True, cancel_futures=True)
         self.uploads.shutdown(wait=True, cancel_futures=True)
         self.waiter.close()
+
+
+def _slot(booking: Booking) -> tuple[datetime, datetime]:
+    return booking.start_time, booking.end_time
 
 
 def _plain(value: Any) -> Any:

@@ -259,6 +259,34 @@ def test_recording_with_nothing_on_disk_fails(world: Any) -> None:
     assert b.state == "recording_failed" and b.last_error == "nothing was recorded"
 
 
+def test_footage_of_the_preroll_only_is_no_recording_of_the_slot(world: Any, ctx: Context) -> None:
+    """Killed during the pre-roll and back after the slot: the one run on disk ended before the
+    slot began, so there is nothing to build (the builder would fail on every retry): the
+    booking is missed, and says why; the files stay."""
+    import json
+    import os
+
+    s = world.store
+    s.create(T0, T0 + timedelta(minutes=5), booking_id="pre", allow_past=True)
+    s.fire("pre", "start", detail="cameras starting 0.5 s before the slot")
+    cam = jobs.raw_dir(ctx.settings, "pre") / "cam0"
+    cam.mkdir(parents=True)
+    seg = cam / "000-00000.ts"
+    seg.write_bytes(b"\x47" * 188)
+    began = T0.timestamp() - 0.5
+    os.utime(seg, (began + 0.3, began + 0.3))  # its last write: still in the pre-roll
+    (cam / "run-000.json").write_text(json.dumps({
+        "camera": 0, "driver": "synthetic", "run": 0, "started_at": began, "stopped_at": None,
+        "width": 320, "height": 240, "fps": 10, "notes": []}))
+    world.clock.now = T0 + timedelta(minutes=6)
+    settle(world)
+    b = s.get("pre")
+    assert b.state == "missed", [(h.trigger, h.detail, h.error) for h in s.history("pre")]
+    assert [h.trigger for h in s.history("pre")] == ["start", "fail", "miss"]
+    assert "nothing recorded: nothing was recorded" in (s.history("pre")[-1].detail or "")
+    assert seg.exists()
+
+
 def test_build_failure_backs_off_then_succeeds(world: Any) -> None:
     s = world.store
     s.create(T0, T0 + timedelta(minutes=5), booking_id="b1")
