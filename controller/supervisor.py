@@ -55,6 +55,8 @@ STALL_S = 30.0
 # start and still take them over running: stopping and reopening a real camera takes seconds.
 HANDOVER_GAP_S = 5.0
 PROGRESS_EVERY_S = 0.25
+# After a hand-over, how much longer than a segment the encoder may take to write past the end.
+DRAIN_MARGIN_S = 5.0
 # Free space below which the disk counts as out of room (the database's reserve is given back).
 DISK_CRITICAL_MB = 1.0
 RETENTION_EVERY_S = 300.0
@@ -154,6 +156,9 @@ class Supervisor:
         self.sidecars: list[Any] = []
         self.stop_event = threading.Event()
         self.active: dict[str, Active] = {}
+        # Handed over at their end, waiting for the encoder to write past it:
+        # booking -> (the booking now holding the cameras, the end, a monotonic deadline).
+        self.draining: dict[str, tuple[str, datetime, float]] = {}
         self.jobs: dict[str, Job] = {}
         self.builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build")
         self.uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
@@ -229,6 +234,7 @@ class Supervisor:
         self._guard_disk(now)
         # Time-critical work first (stopping and starting recordings), bookkeeping after.
         self._watch_recordings(now)
+        self._drain()
         if now < SANE_CLOCK_AFTER:
             self._error(f"clock not synchronised ({now.isoformat()}): no recording starts")
             due_bookings: list[Booking] = []
@@ -300,8 +306,8 @@ class Supervisor:
         self._start_cameras(booking.id, booking.end_time, resumed=False)
 
     def _recording(self, booking: Booking, now: datetime) -> None:
-        if booking.id in self.active:
-            return  # _watch_recordings stops it at its end
+        if booking.id in self.active or booking.id in self.draining:
+            return  # _watch_recordings stops it at its end; _drain finishes a handed-over one
         if booking.end_time > now:
             # Found `recording` with nobody recording it: we restarted, or every camera
             # failed. Record on into a new run; earlier runs stay on disk.
@@ -495,9 +501,27 @@ class Supervisor:
                 if not is_unavailable(exc):
                     raise
                 # The database is away: no hand-over, but the slot still ends now.
-        if following is None or not self._hand_over(active, following, now):
-            self._stop(active, None)
+        if following is not None and self._hand_over(active, following, now):
+            # The cameras go on: the end of this slot is in a segment still being written.
+            # Built now, it would miss the frames the encoder has not written yet.
+            deadline = time.monotonic() + self.settings.segment_s + DRAIN_MARGIN_S
+            self.draining[active.booking_id] = (following.id, active.end_time, deadline)
+            return
+        self._stop(active, None)
         self._finalise(active.booking_id, "slot ended")
+
+    def _drain(self) -> None:
+        """Finish the bookings handed over once their last frame is on disk."""
+        for booking_id, (holder, end, deadline) in list(self.draining.items()):
+            active = self.active.get(holder)
+            written = self.cameras.written_until(active.handle) if active else None
+            done = written is not None and written >= end.timestamp()
+            if done or active is None or time.monotonic() > deadline:
+                del self.draining[booking_id]
+                try:
+                    self._finalise(booking_id, "slot ended")
+                except CHANGED_MEANWHILE as exc:
+                    log.info("%s: %s", booking_id, exc)
 
     def _following(self, active: Active, now: datetime) -> Booking | None:
         """The booking that would open these cameras before they could be free again."""

@@ -16,6 +16,7 @@ import pytest
 
 from controller.config import load_settings
 from controller.context import Context, open_context
+from controller.drivers.nudge import send_nudge
 
 ROOT = Path(__file__).resolve().parent.parent
 EZREC = str(Path(sys.executable).with_name("ezrec"))
@@ -70,15 +71,28 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         if key.startswith("EZREC"):
             monkeypatch.setenv(key, value)
     ctx = open_context(load_settings())
+    # What the CLI and the API do after a change: wake the loop (it sleeps until its next
+    # due thing, and a booking made here is news to it).
+    ctx.store.on_outbox.append(lambda: send_nudge(tmp_path))
     procs: list[subprocess.Popen[str]] = []
 
-    def start(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(*args: str, extra_env: dict[str, str] | None = None,
+              ready: bool = False) -> subprocess.Popen[str]:
+        """`ezrec run`; with `ready`, once its loop has made a first pass (on a loaded machine
+        the start-up alone can outlast a test's short slot)."""
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "_run_supervisor.py"), *args],
             env=env | (extra_env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True,
         )
         procs.append(proc)
+        if ready:
+            def up() -> bool:
+                beat = ctx.store.kv_get("supervisor")
+                return proc.poll() is not None or (beat is not None and
+                                                   beat[0].get("pid") == proc.pid)
+            wait_for(up, 60, "the supervisor's first pass")
+            assert proc.poll() is None, "the supervisor exited at start"
         return proc
 
     yield type("World", (), {"ctx": ctx, "env": env, "start": start, "dir": tmp_path})

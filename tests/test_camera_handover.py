@@ -65,6 +65,9 @@ def check_handover(driver: Any, a_out: Path, b_out: Path, hold: float = 2.5) -> 
     assert driver.stop(a) is result  # the old handle is finished; stopping it stops nothing
     time.sleep(hold)
     assert driver.poll(b) == []
+    # The first booking's end is on disk (what its build waits for after a hand-over).
+    until = driver.written_until(b)
+    assert until is not None and at + hold - 1.0 < until <= time.time() + 0.1
     done = driver.stop(b)
     for cam in (0, 1):
         a_files, b_files = result.files[cam], done.files[cam]

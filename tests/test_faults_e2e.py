@@ -87,9 +87,9 @@ def test_sigkill_during_an_encode_then_restart(world: Any) -> None:
     """Killed mid-build and restarted: the new attempt builds in a scratch folder of its own
     (stale ones are cleared) and the booking reaches video_uploaded."""
     store = world.ctx.store
+    proc = world.start("--slow", "build", "--pause", "60", ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=4), booking_id="enc")
-    proc = world.start("--slow", "build", "--pause", "60")
     processed = world.dir / "recordings" / "processed"
     wait_for(lambda: bool(list(processed.glob(".enc.work*"))), 120, "a build under way")
     proc.kill()
@@ -223,10 +223,10 @@ def test_power_cut_with_a_torn_last_segment(world: Any) -> None:
     """SIGKILL, then the last segment cut mid-packet as a power cut leaves it: the video is
     built from what plays, and the history says which file was damaged."""
     store = world.ctx.store
+    raw = world.dir / "recordings" / "raw" / "cut"
+    proc = world.start(ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=6), booking_id="cut")
-    raw = world.dir / "recordings" / "raw" / "cut"
-    proc = world.start()
     wait_for(lambda: len(list(raw.glob("cam0/*.ts"))) >= 3, 30, "segments")
     proc.kill()
     proc.wait(10)
@@ -245,9 +245,9 @@ def test_power_cut_with_a_torn_last_segment(world: Any) -> None:
 
 def test_one_camera_dying_mid_slot_gives_the_other_and_a_note(world: Any) -> None:
     store = world.ctx.store
+    world.start(extra_env={"EZRECTEST_SYNTHETIC_FAIL": "1:kill_after=2"}, ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=6), booking_id="half")
-    world.start(extra_env={"EZRECTEST_SYNTHETIC_FAIL": "1:kill_after=2"})
     wait_for(lambda: state_of(world.ctx, "half") == "video_uploaded", 120, "video_uploaded")
     assert "camera 1 died" in history_text(store, "half")
     info = probe(Path(store.get("half").processed_path or ""))
@@ -272,10 +272,10 @@ def test_every_camera_dying_delivers_the_partial_footage(world: Any) -> None:
 
 def test_a_killed_encoder_is_retried_with_backoff(world: Any) -> None:
     store = world.ctx.store
+    slow = {"EZREC_WIDTH": "1280", "EZREC_HEIGHT": "720", "EZREC_X264_PRESET": "veryslow"}
+    world.start(extra_env=slow, ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=4), booking_id="enc2")
-    slow = {"EZREC_WIDTH": "1280", "EZREC_HEIGHT": "720", "EZREC_X264_PRESET": "veryslow"}
-    world.start(extra_env=slow)
     processed = world.dir / "recordings" / "processed"
 
     def encoder() -> list[int]:
@@ -302,9 +302,9 @@ def test_a_killed_encoder_is_retried_with_backoff(world: Any) -> None:
 
 def test_sigterm_during_an_encode(world: Any) -> None:
     store = world.ctx.store
+    proc = world.start("--slow", "build", "--pause", "60", ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=4), booking_id="termenc")
-    proc = world.start("--slow", "build", "--pause", "60")
     processed = world.dir / "recordings" / "processed"
     wait_for(lambda: bool(list(processed.glob(".termenc.work*"))), 120, "a build under way")
     began = time.monotonic()
@@ -319,37 +319,30 @@ def test_sigterm_during_an_encode(world: Any) -> None:
 
 
 @pytest.fixture
-def s3_link() -> Any:
-    """moto on loopback behind an uplink proxy the test can break: (proxy, bucket, env)."""
-    from tests._s3server import FAKE_AWS_ENV, MotoServer
+def s3_link(s3_server: Any, s3_bucket: str) -> Any:
+    """The session's S3 server behind an uplink proxy the test can break: (proxy, env)."""
+    from tests._s3server import FAKE_AWS_ENV
     from tests._throttle import UplinkProxy
 
-    server = MotoServer()
-    server.start()
-    saved = {k: os.environ.get(k) for k in FAKE_AWS_ENV}
-    os.environ.update(FAKE_AWS_ENV)
-    bucket = server.new_bucket()
-    proxy = UplinkProxy(("127.0.0.1", server.port))
-    env = FAKE_AWS_ENV | {"EZREC_STORAGE_URL": f"s3://{bucket}/venue",
+    proxy = UplinkProxy(("127.0.0.1", s3_server.port))
+    env = FAKE_AWS_ENV | {"EZREC_STORAGE_URL": f"s3://{s3_bucket}/venue",
                           "EZREC_S3_ENDPOINT_URL": proxy.url, "EZREC_S3_TIMEOUT_S": "5"}
-    yield proxy, bucket, env
+    yield proxy, env
     proxy.close()
-    server.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def test_storage_answering_500_is_retried_until_it_recovers(world: Any, s3_link: Any) -> None:
-    proxy, _bucket, env = s3_link
+    proxy, env = s3_link
     proxy.answer_500 = True
     store = world.ctx.store
+    world.start(extra_env=env, ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=3), booking_id="s500")
-    world.start(extra_env=env)
-    wait_for(lambda: state_of(world.ctx, "s500") == "upload_failed", 120, "upload_failed")
+    try:
+        wait_for(lambda: state_of(world.ctx, "s500") == "upload_failed", 120, "upload_failed")
+    except AssertionError:
+        print(history_text(store, "s500"), store.get("s500").to_dict())
+        raise
     booking = store.get("s500")
     assert "500" in (booking.last_error or "") and booking.next_attempt_at is not None
     proxy.answer_500 = False
@@ -364,17 +357,18 @@ def test_a_crawling_uplink_never_interrupts_recordings_or_the_watchdog(
     import contextlib
     import socket
 
-    proxy, _bucket, env = s3_link
+    proxy, env = s3_link
     proxy.rate_bps = 1024
     path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
     sock.settimeout(0.2)
     store = world.ctx.store
+    world.start(extra_env=env | {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"},
+                ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=3), booking_id="slow1")
     store.create(now + timedelta(seconds=8), now + timedelta(seconds=12), booking_id="slow2")
-    world.start(extra_env=env | {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
     try:
         # (That progress counts bytes, not parts, is test_storage_s3's slow-uplink test.)
         wait_for(lambda: store.get("slow1").progress_stage == "uploading", 60, "uploading")
@@ -398,12 +392,12 @@ def test_a_crawling_uplink_never_interrupts_recordings_or_the_watchdog(
 def test_a_missing_bucket_waits_for_the_operator_and_says_what_to_fix(
     world: Any, s3_link: Any
 ) -> None:
-    _proxy, _bucket, env = s3_link
+    _proxy, env = s3_link
     env = env | {"EZREC_STORAGE_URL": "s3://no-such-bucket/venue"}
     store = world.ctx.store
+    world.start(extra_env=env, ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=3), booking_id="nob")
-    world.start(extra_env=env)
     wait_for(lambda: state_of(world.ctx, "nob") == "upload_failed", 120, "upload_failed")
     booking = store.get("nob")
     assert booking.next_attempt_at is None, "a missing bucket is not retried as if transient"

@@ -116,6 +116,10 @@ class CameraDriver(Protocol):
 
     def bytes_written(self, handle: RecordingHandle) -> int: ...
 
+    def written_until(self, handle: RecordingHandle) -> float | None:
+        """Wall time up to which every camera of `handle` has its frames on disk, if known."""
+        ...
+
     def stop(self, handle: RecordingHandle, timeout: float = 5.0) -> RecordingResult: ...
 
     def snapshot(self, camera: int, handle: RecordingHandle | None = None) -> bytes: ...
@@ -679,6 +683,11 @@ class FfmpegDriver:
         manifest = handle.manifests.get(proc.camera)
         cam_dir = camera_dir(handle.out_dir, proc.camera)
         handle.close_manifest(proc.camera, manifest, cam_dir, stopped_at, note)
+
+    def written_until(self, handle: RecordingHandle) -> float | None:
+        h = self._own(handle)
+        walls = [h.procs[cam].last_frame_wall() for cam in h.cameras]
+        return min((w for w in walls if w is not None), default=None) if walls else None
 
     def bytes_written(self, handle: RecordingHandle) -> int:
         h = self._own(handle)

@@ -145,6 +145,7 @@ def _segment_output_class(output_base: type, pyav_output: Any) -> type:
             self.first_frame = threading.Event()
             self.first_frame_wall: float | None = None
             self.last_frame_wall: float | None = None
+            self.last_timestamp: int | None = None  # µs since the encoder's first frame
             self.last_frame = time.monotonic()
             self.error: str | None = None
             self._streams: list[tuple[Any, str, dict[str, Any]]] = []
@@ -255,6 +256,8 @@ def _segment_output_class(output_base: type, pyav_output: Any) -> type:
             if audio:
                 return
             now = time.time()
+            if timestamp is not None:
+                self.last_timestamp = timestamp
             self.frames += 1
             self.last_frame = time.monotonic()
             self.last_frame_wall = now
@@ -276,6 +279,7 @@ class _PiCam:
     manifest: RunManifest | None = None
     started: float = 0.0  # monotonic
     released: bool = False
+    origin: float = 0.0  # wall clock of the encoder's first frame: its timestamps count from it
 
 
 @dataclass
@@ -421,6 +425,7 @@ class Picamera2Driver:
             handle.cameras.append(cam)
             assert pc.manifest is not None
             started_at, source, first_us = self._first_frame_wall(pc)
+            pc.origin = started_at
             pc.manifest.started_at = started_at
             pc.manifest.extra.update({"started_at_source": source,
                                       "first_sensor_timestamp_us": first_us})
@@ -503,6 +508,12 @@ class Picamera2Driver:
                 self._release(pc, h)
                 self._finish_manifest(pc, h, line)
         return events
+
+    def written_until(self, handle: RecordingHandle) -> float | None:
+        h = self._own(handle)
+        walls = [h.cams[cam].origin + h.cams[cam].output.last_timestamp / 1e6
+                 for cam in h.cameras if h.cams[cam].output.last_timestamp is not None]
+        return min(walls, default=None)
 
     def bytes_written(self, handle: RecordingHandle) -> int:
         h = self._own(handle)
