@@ -587,3 +587,22 @@ def test_cli_sync_once(fake: FakeSupabase, sync_settings: Settings,
     monkeypatch.delenv("EZREC_SUPABASE_KEY")
     unset = runner.invoke(main, ["sync", "--once"])
     assert unset.exit_code == 1 and "EZREC_SUPABASE_KEY" in unset.output
+
+
+def test_a_videos_table_without_the_replay_columns_still_gets_the_video(
+    fake: FakeSupabase, sctx: Context, sync: SupabaseSync
+) -> None:
+    """A booking system set up before clips and share links existed: PostgREST refuses the
+    unknown columns (PGRST204), and the video row and the status must still arrive."""
+    from controller.drivers.cloud_sync import REPLAY_COLUMNS
+
+    fake.tables["videos"].columns -= set(REPLAY_COLUMNS)
+    remote_booking(fake, "b1", 0.001)
+    sync.pull()
+    walk_to_uploaded(sctx, "b1")
+    result = sync.push()
+    assert result.error is None
+    assert (fake.row("bookings", id="b1") or {})["status"] == "video_uploaded"
+    video = fake.row("videos", booking_id="b1")
+    assert video is not None and video["size"] == 123456
+    assert sctx.store.outbox_pending() == []
