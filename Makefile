@@ -46,7 +46,7 @@ screenshot: setup chromium
 # The test session starts its own PostgreSQL cluster and S3 (moto) server on loopback.
 test: setup postgresql chromium
 	$(BIN)/ruff check controller api tests bench docs/screenshot.py
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3
 
 # Benchmarks print a table and write JSON under bench/results/ (see docs/performance.md).
 bench: setup

@@ -115,6 +115,11 @@ class Job:
     future: Future[Any]
     moved_at: float = field(default_factory=time.monotonic)
     stored_at: float = 0.0  # when progress last went to the database
+    unstored: float | None = None  # the latest report, held back by the throttle
+
+    @property
+    def stage(self) -> str:
+        return "processing" if self.kind == "build" else "uploading"
 
 
 class Supervisor:
@@ -580,20 +585,19 @@ class Supervisor:
             return
         if sum(1 for j in self.jobs.values() if j.kind == kind) >= self.queue_limit:
             return  # bounded queue: picked up on a later pass
-        stage = "processing" if kind == "build" else "uploading"
         job = Job(kind, booking.id, Future())
+        stage = job.stage
 
         def progress(fraction: float) -> None:
             now = time.monotonic()
             job.moved_at = now
-            # Uploads report every few KiB: the database hears of it a few times a second.
+            # Uploads report every few KiB: the database hears of it a few times a second,
+            # and a report held back is written by the loop's next pass, never dropped.
             if fraction < 1.0 and now - job.stored_at < PROGRESS_EVERY_S:
+                job.unstored = fraction
                 return
-            job.stored_at = now
-            try:
-                self.store.set_progress(booking.id, stage, fraction)
-            except Exception as exc:  # progress is best effort; the job must go on
-                log.warning("%s: progress not stored: %s", booking.id, exc)
+            job.stored_at, job.unstored = now, None
+            self._store_progress(booking.id, stage, fraction)
 
         def done(_future: Future[Any]) -> None:
             self._wake()
@@ -613,8 +617,18 @@ class Supervisor:
         self.jobs[booking.id] = job
         future.add_done_callback(done)
 
+    def _store_progress(self, booking_id: str, stage: str, fraction: float) -> None:
+        try:
+            self.store.set_progress(booking_id, stage, fraction)
+        except Exception as exc:  # progress is best effort; the job must go on
+            log.warning("%s: progress not stored: %s", booking_id, exc)
+
     def _collect_jobs(self) -> None:
         for booking_id, job in list(self.jobs.items()):
+            held, job.unstored = job.unstored, None
+            if held is not None and not job.future.done():
+                job.stored_at = time.monotonic()
+                self._store_progress(booking_id, job.stage, held)
             if not job.future.done():
                 if job.kind == "build" and time.monotonic() - job.moved_at > STALL_S * 4:
                     # An encode that stopped moving is ours to fix by a restart. An upload is
