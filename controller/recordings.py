@@ -221,6 +221,13 @@ def drop_empty_segments(paths: Iterable[Path]) -> list[Path]:
     return kept
 
 
+def drop_empty_but_open(paths: list[Path]) -> list[Path]:
+    """drop_empty_segments, except for the last segment, which a camera that goes on running
+    still writes: just opened, it can be empty for a moment, and removing its name then would
+    orphan what the encoder writes into it next."""
+    return drop_empty_segments(paths[:-1]) + paths[-1:]
+
+
 def _last_seq(manifest: RunManifest | None) -> int | None:
     if manifest is None:
         return None

@@ -138,3 +138,17 @@ def test_picamera2_refuses_a_second_open_and_hands_over_instead(
     assert hw.opened_total == 4, "x's two opens and a's two: b opened nothing"
     driver.close()
     assert hw.acquired == set()
+
+
+def test_the_open_segment_survives_a_hand_over_while_still_empty(tmp_path: Path) -> None:
+    """Just after a rotation the camera's new segment can be empty for a moment (the muxer has
+    not flushed yet): the hand-over must keep its name, or the footage written into it next
+    is orphaned (seen under load with the Picamera2 fake: the next booking lost a second)."""
+    from controller.recordings import drop_empty_but_open
+
+    closed_empty, full, open_empty = (tmp_path / f"000-0000{i}.ts" for i in range(3))
+    closed_empty.write_bytes(b"")
+    full.write_bytes(b"\x47" * 188)
+    open_empty.write_bytes(b"")
+    assert drop_empty_but_open([closed_empty, full, open_empty]) == [full, open_empty]
+    assert not closed_empty.exists() and open_empty.exists()

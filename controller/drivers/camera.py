@@ -35,6 +35,7 @@ from controller.recordings import (
     Source,
     camera_dir,
     continue_run,
+    drop_empty_but_open,
     drop_empty_segments,
     end_run_at,
     manifest_path,
@@ -752,7 +753,8 @@ class FfmpegDriver:
                 new.cameras.append(cam)
             files: dict[int, list[Path]] = {cam: [] for cam in h.attempted}
             for cam in h.procs:
-                files[cam] = drop_empty_segments(h.files(cam))
+                keep = drop_empty_but_open if cam in new.cameras else drop_empty_segments
+                files[cam] = keep(h.files(cam))
             result = self._open.finish(h, files)
         return result, self._open.add(new)
 

@@ -60,6 +60,7 @@ from controller.drivers.camera import (
 from controller.recordings import (
     RunManifest,
     camera_dir,
+    drop_empty_but_open,
     drop_empty_segments,
     end_run_at,
     manifest_path,
@@ -584,7 +585,8 @@ class Picamera2Driver:
                 new.cameras.append(cam)
             files: dict[int, list[Path]] = {cam: [] for cam in h.attempted}
             for cam, pc in h.cams.items():
-                files[cam] = drop_empty_segments(run_segments(pc.cam_dir, h.run))
+                keep = drop_empty_but_open if cam in new.cameras else drop_empty_segments
+                files[cam] = keep(run_segments(pc.cam_dir, h.run))
             result = self._open.finish(h, files)
         return result, self._open.add(new)
 
