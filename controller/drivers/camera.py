@@ -617,12 +617,14 @@ class FfmpegDriver:
             proc.first_frame.wait(max(0.0, deadline - time.monotonic()))
             if proc.frames > 0 and proc.alive():
                 continue
-            if proc.alive():
+            if proc.ended.is_set() or not proc.alive():
+                # Its output closed: it is exiting (on a loaded machine the exit status can
+                # come a moment after the pipe's end), and its log says why.
+                proc.wait(time.monotonic() + 2.0)
+                failures[cam] = proc.exit_detail()
+            else:
                 failures[cam] = f"no frame within {FIRST_FRAME_TIMEOUT_S:.0f} s"
                 proc.kill()
-            else:
-                proc.wait(time.monotonic() + 1.0)
-                failures[cam] = proc.exit_detail()
         for cam in sorted(failures):
             proc = handle.procs.pop(cam, None)
             if proc is not None:
