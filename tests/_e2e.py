@@ -107,9 +107,9 @@ def state_of(ctx: Context, booking_id: str) -> str:
     return ctx.store.get(booking_id).state
 
 
-def ffmpeg_children_of(data_dir: Path) -> list[str]:
-    """Camera/encoder processes still writing into this data dir (there must be none left)."""
-    found = []
+def ffmpeg_processes(data_dir: Path) -> dict[int, str]:
+    """pid -> command line of the camera/encoder processes writing into this data dir."""
+    found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -118,5 +118,10 @@ def ffmpeg_children_of(data_dir: Path) -> list[str]:
         except OSError:
             continue
         if "ffmpeg" in cmd and str(data_dir) in cmd:
-            found.append(cmd)
+            found[int(proc.name)] = cmd
     return found
+
+
+def ffmpeg_children_of(data_dir: Path) -> list[str]:
+    """Camera/encoder processes still writing into this data dir (there must be none left)."""
+    return list(ffmpeg_processes(data_dir).values())

@@ -20,6 +20,7 @@ from controller.db import utcnow
 from controller.drivers.nudge import send_nudge
 from controller.fsm import Conflict, InvalidBooking, InvalidTrigger, StaleVersion, replay
 from controller.fsm.machine import TERMINAL_STATES
+from tests._e2e import ffmpeg_processes
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +31,7 @@ UP_FOR_FOOTAGE_S = 1.5
 
 def ffmpeg_pids(data_dir: Path) -> set[int]:
     """PIDs of camera/encoder processes writing into this data dir."""
-    found = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "ffmpeg" in cmd and str(data_dir) in cmd:
-            found.add(int(proc.name))
-    return found
+    return set(ffmpeg_processes(data_dir))
 
 
 def segments(raw: Path, booking_id: str = "*") -> set[Path]:

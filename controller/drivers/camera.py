@@ -384,13 +384,6 @@ class FfmpegCamera:
             if self.log_path.stat().st_size == 0:
                 self.log_path.unlink()
 
-    def bytes_written(self) -> int:
-        total = 0
-        for path in self.segments():
-            with contextlib.suppress(FileNotFoundError):
-                total += path.stat().st_size
-        return total
-
     def last_frame_wall(self) -> float | None:
         if self.started_at is None or self.frames == 0:
             return None
