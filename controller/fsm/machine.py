@@ -11,34 +11,24 @@ from typing import Any, Literal
 
 from transitions import Machine
 
-CONFIRMED = "confirmed"
-RECORDING = "recording"
-COMPLETED = "completed"
-VIDEO_PROCESSED = "video_processed"
-VIDEO_UPLOADED = "video_uploaded"
-RECORDING_FAILED = "recording_failed"
-PROCESSING_FAILED = "processing_failed"
-UPLOAD_FAILED = "upload_failed"
-CANCELLED = "cancelled"
-MISSED = "missed"
+from controller.fsm.states import FAILED, LIVE, STATES, TERMINAL, State
 
-STATES: tuple[str, ...] = (
-    CONFIRMED,
-    RECORDING,
-    COMPLETED,
-    VIDEO_PROCESSED,
-    VIDEO_UPLOADED,
-    RECORDING_FAILED,
-    PROCESSING_FAILED,
-    UPLOAD_FAILED,
-    CANCELLED,
-    MISSED,
-)
-FAILED_STATES = frozenset({RECORDING_FAILED, PROCESSING_FAILED, UPLOAD_FAILED})
-# Nothing more happens to these without an operator.
-TERMINAL_STATES = frozenset({VIDEO_UPLOADED, CANCELLED, MISSED})
-# A booking in one of these still holds its camera's time slot.
-LIVE_STATES = frozenset({CONFIRMED, RECORDING, RECORDING_FAILED})
+# Plain-string names for the edges below: `transitions` names an Enum state by its member
+# name, so the machine is given the values. (Callers say `State.X`; these aliases go once none
+# is left.)
+CONFIRMED = State.CONFIRMED.value
+RECORDING = State.RECORDING.value
+COMPLETED = State.COMPLETED.value
+VIDEO_PROCESSED = State.VIDEO_PROCESSED.value
+VIDEO_UPLOADED = State.VIDEO_UPLOADED.value
+RECORDING_FAILED = State.RECORDING_FAILED.value
+PROCESSING_FAILED = State.PROCESSING_FAILED.value
+UPLOAD_FAILED = State.UPLOAD_FAILED.value
+CANCELLED = State.CANCELLED.value
+MISSED = State.MISSED.value
+FAILED_STATES = FAILED
+TERMINAL_STATES = TERMINAL
+LIVE_STATES = LIVE
 
 Trigger = Literal[
     "start", "finish", "process", "upload", "fail", "retry", "cancel", "miss",
@@ -70,7 +60,7 @@ TRANSITIONS: list[dict[str, Any]] = [
     # built again from the raw files, which are kept until the upload is verified.
     {"trigger": "rebuild", "source": [VIDEO_PROCESSED, UPLOAD_FAILED], "dest": COMPLETED},
     {"trigger": "reschedule", "source": CONFIRMED, "dest": "="},
-    {"trigger": "note", "source": list(STATES), "dest": "="},
+    {"trigger": "note", "source": [state.value for state in STATES], "dest": "="},
 ]
 TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(t["trigger"] for t in TRANSITIONS))
 
@@ -90,7 +80,7 @@ class InvalidTrigger(Exception):
 
 def _build(graph: bool = False, engine: str = "mermaid") -> Machine:
     kwargs: dict[str, Any] = {
-        "states": list(STATES),
+        "states": [state.value for state in STATES],
         "transitions": TRANSITIONS,
         "initial": CONFIRMED,
         "auto_transitions": False,
@@ -109,15 +99,15 @@ def _build(graph: bool = False, engine: str = "mermaid") -> Machine:
 MACHINE = _build()
 
 
-def next_state(state: str, trigger: str) -> str:
+def next_state(state: str, trigger: str) -> State:
     """The state `trigger` leads to from `state`, or InvalidTrigger (nothing changes)."""
     if state not in STATES:
         raise ValueError(f"unknown state {state!r}")
     if trigger in MACHINE.events:
-        found = MACHINE.get_transitions(trigger=trigger, source=state)
+        found = MACHINE.get_transitions(trigger=trigger, source=str(state))
         if found:
             dest = found[0].dest
-            return state if dest is None else dest
+            return State(state if dest is None else dest)
     raise InvalidTrigger(trigger, state, allowed_triggers(state))
 
 
@@ -125,9 +115,9 @@ def allowed_triggers(state: str) -> list[str]:
     return [t for t in MACHINE.get_triggers(state) if t in TRIGGERS]
 
 
-def replay(triggers: list[str], start: str = CONFIRMED) -> str:
+def replay(triggers: list[str], start: str = CONFIRMED) -> State:
     """The state a sequence of triggers leads to: used to check a stored history."""
-    state = start
+    state = State(start)
     for trigger in triggers:
         state = next_state(state, trigger)
     return state
