@@ -45,20 +45,17 @@ class UploadOutcome:
 
 
 def raw_dir(settings: Settings, booking_id: str) -> Path:
-    return settings.raw_dir / booking_id
+    return recordings.booking_files(settings, booking_id).raw_dir
 
 
 def processed_path(settings: Settings, booking_id: str) -> Path:
-    return settings.processed_dir / f"{booking_id}.mp4"
+    return recordings.booking_files(settings, booking_id).processed_path
 
 
 def has_recording(
     settings: Settings, booking_id: str, slot: tuple[datetime, datetime] | None = None
 ) -> bool:
-    """True when at least one non-empty segment of the booking is on disk; with `slot` (its
-    start and end), one recorded in it, not only before or after it."""
-    span = (slot[0].timestamp(), slot[1].timestamp()) if slot is not None else None
-    return recordings.has_footage(raw_dir(settings, booking_id), span)
+    return recordings.booking_files(settings, booking_id).has_footage(slot)
 
 
 def media_sources(settings: Settings, booking: Booking) -> dict[str, Any]:
@@ -162,10 +159,7 @@ def build_video(
 
 
 def outputs_of(booking: Booking) -> list[Path]:
-    stored = booking.extra.get("outputs")
-    if stored:
-        return [Path(p) for p in stored]
-    return [Path(booking.processed_path)] if booking.processed_path else []
+    return recordings.outputs_of(booking.extra.get("outputs"), booking.processed_path)
 
 
 def upload_video(

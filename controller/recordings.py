@@ -23,8 +23,9 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -382,3 +383,55 @@ def relay_all(out_dir: Path) -> int:
             ):
                 made += relay(manifest)
     return made
+
+
+@dataclass(frozen=True)
+class BookingFiles:
+    """One booking's files on disk: its raw recording and its finished outputs.
+
+    The record owns its files (pyCA's `RecordedEvent.directory()`): the supervisor, the jobs,
+    the API and retention ask this object where a booking's files are and whether there is
+    footage, instead of joining paths themselves.
+    """
+
+    booking_id: str
+    raw_dir: Path  # <data>/recordings/raw/<booking>
+    processed_path: Path  # <data>/recordings/processed/<booking>.mp4 (the merged layouts)
+
+    @classmethod
+    def under(cls, raw_root: Path, processed_root: Path, booking_id: str) -> BookingFiles:
+        return cls(booking_id, raw_root / booking_id, processed_root / f"{booking_id}.mp4")
+
+    def camera_dir(self, camera: int) -> Path:
+        return camera_dir(self.raw_dir, camera)
+
+    def runs(self) -> dict[int, list[RunManifest]]:
+        return read_runs(self.raw_dir)
+
+    def has_footage(self, slot: tuple[datetime, datetime] | None = None) -> bool:
+        """At least one non-empty segment on disk; with `slot`, one recorded inside it."""
+        span = (slot[0].timestamp(), slot[1].timestamp()) if slot is not None else None
+        return has_footage(self.raw_dir, span)
+
+    def relay_all(self) -> int:
+        return relay_all(self.raw_dir)
+
+
+def outputs_of(stored_outputs: Iterable[str] | None, processed_path: str | None) -> list[Path]:
+    """The finished files a booking's row records: several for `separate`, else the one video."""
+    stored = list(stored_outputs or [])
+    if stored:
+        return [Path(p) for p in stored]
+    return [Path(processed_path)] if processed_path else []
+
+
+class _Dirs(Protocol):
+    @property
+    def raw_dir(self) -> Path: ...
+    @property
+    def processed_dir(self) -> Path: ...
+
+
+def booking_files(settings: _Dirs, booking_id: str) -> BookingFiles:
+    """The files of `booking_id` under the configured data dir (`Settings` is a `_Dirs`)."""
+    return BookingFiles.under(settings.raw_dir, settings.processed_dir, booking_id)
