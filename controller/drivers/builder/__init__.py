@@ -27,7 +27,7 @@ placement), `graph` (the filter graph, one function per stage), `fastpath` (stre
 `clips` (replay clips cut from a finished video, stream copy between re-encoded edges).
 """
 
-from controller.drivers.builder.ffmpeg_run import STOP_GRACE_S, validate
+from controller.drivers.builder.ffmpeg_run import validate
 from controller.drivers.builder.runner import build, command_lines, make_plan
 from controller.drivers.builder.spec import (
     LAYOUTS,
@@ -50,7 +50,6 @@ __all__ = [
     "LAYOUTS",
     "POSITIONS",
     "SEGMENT_SUFFIXES",
-    "STOP_GRACE_S",
     "BuildError",
     "BuildResult",
     "BuildSpec",
