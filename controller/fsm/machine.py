@@ -71,7 +71,7 @@ NOTES = Effects(pushed=False)
 ENDS = Effects()
 
 # Reflexive: the booking stays where it is (`transitions`' own spelling).
-STAYS = "="
+STAYS: Literal["="] = "="
 Edge = tuple[State | tuple[State, ...], State | Literal["="]]
 
 

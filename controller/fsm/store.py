@@ -47,6 +47,10 @@ CHANGEABLE = frozenset(
 GENERATED_ID_TRIES = 5
 
 
+def _id_taken(booking_id: str) -> Conflict:
+    return Conflict(f"booking {booking_id} exists already", booking_id)
+
+
 class BookingStore(BookingQueries, OutboxQueue):
     def __init__(
         self,
@@ -113,19 +117,18 @@ class BookingStore(BookingQueries, OutboxQueue):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _insert(self, booking: Booking, now: datetime) -> None:
-        taken = Conflict(f"booking {booking.id} exists already", booking.id)
         try:
             with self.db.session() as session:
                 self._lock_camera(session, booking.camera_id)
                 if session.get(Booking, booking.id) is not None:
-                    raise taken
+                    raise _id_taken(booking.id)
                 self._check_overlap(
                     session, booking.camera_id, booking.start_time, booking.end_time, exclude=None
                 )
                 session.add(booking)
                 session.add(outbox_row(booking.to_dict(), "booking", None, now))
-        except IntegrityError:
-            raise taken from None
+        except IntegrityError:  # a writer meanwhile inserted this id (or the camera's first lock)
+            raise _id_taken(booking.id) from None
 
     def cancel(
         self, booking_id: str, *, detail: str | None = None, expected_version: int | None = None
