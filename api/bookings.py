@@ -28,12 +28,9 @@ from api.schemas import (
     validate,
 )
 from api.state import api_state
-from controller.db import Booking, utcnow
-from controller.fsm import STATES, BookingStore, Conflict
-from controller.fsm.machine import CANCELLED
-from controller.fsm.store import new_booking_id
+from controller.db import Booking
+from controller.fsm import STATES, BookingStore
 
-GENERATED_ID_TRIES = 5
 # Keys whose value grants access to a video by itself: only the token's bearer may see them.
 CAPABILITY_KEYS = frozenset({"presigned_url", "share"})  # share: the players' links
 # The players' own address and what was mailed to it: not for every reader of the API either.
@@ -105,25 +102,16 @@ async def create_booking(request: Request) -> JSONResponse:
     extra = {"media": body.media.stored()} if body.media and body.media.stored() else {}
     if body.contact_email:
         extra["contact_email"] = body.contact_email
-    for attempt in range(GENERATED_ID_TRIES):
-        # The store's generated ids carry 24 random bits per minute: at hundreds of bookings
-        # a minute two can meet, and the client that sent no id must not see that as a 409.
-        booking_id = body.id or new_booking_id(utcnow())
-        try:
-            booking = await state.change(
-                state.store.create,
-                body.start_time,
-                body.end_time,
-                booking_id=booking_id,
-                user_id=body.user_id,
-                camera_id=body.camera_id,
-                extra=extra,
-            )
-            break
-        except Conflict as exc:
-            generated_clash = body.id is None and exc.other_id == booking_id
-            if not generated_clash or attempt == GENERATED_ID_TRIES - 1:
-                raise
+    # No id: the store draws one (and draws again on a clash); a chosen id that exists is a 409.
+    booking = await state.change(
+        state.store.create,
+        body.start_time,
+        body.end_time,
+        booking_id=body.id,
+        user_id=body.user_id,
+        camera_id=body.camera_id,
+        extra=extra,
+    )
     return JSONResponse(
         booking_json(booking, capabilities=authorized(request)),
         status_code=201,
@@ -159,17 +147,13 @@ async def reschedule_booking(request: Request) -> JSONResponse:
     return JSONResponse(booking_json(booking, capabilities=authorized(request)))
 
 
-def _cancel(store: BookingStore, booking_id: str) -> Booking:
-    booking = store.get(booking_id)
-    if booking.state == CANCELLED:
-        return booking  # DELETE is idempotent: a retried cancel is not an error
-    return store.fire(booking_id, "cancel", detail="cancelled through the API")
-
-
 async def cancel_booking(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
     state = api_state(request)
-    booking = await state.change(_cancel, state.store, booking_id)
+    # DELETE is idempotent: a retried cancel answers the cancelled booking, no error.
+    booking = await state.change(
+        state.store.cancel, booking_id, detail="cancelled through the API"
+    )
     return JSONResponse(booking_json(booking, capabilities=authorized(request)))
 
 

@@ -268,7 +268,7 @@ def test_a_generated_id_that_clashes_is_drawn_again(
 ) -> None:
     create(client, **future(200), id="bk-dup")
     drawn = iter(["bk-dup", "bk-dup", "bk-fresh"])
-    monkeypatch.setattr("api.bookings.new_booking_id", lambda now: next(drawn))
+    monkeypatch.setattr("controller.fsm.store.new_booking_id", lambda now: next(drawn))
     assert create(client, **future())["id"] == "bk-fresh"
     # A clash with an id the client chose is the client's conflict.
     r = client.post("/bookings", json=future(300) | {"id": "bk-dup"}, headers=AUTH)

@@ -283,3 +283,36 @@ def test_outbox_listeners_hear_every_queued_change_and_cannot_break_it(
     assert heard == ["x", "x"]
     assert store.get("b1").state == "recording"
     assert len(store.outbox_pending()) == 2
+
+
+def test_cancel_is_idempotent(store: BookingStore) -> None:
+    store.create(T0, T0 + timedelta(hours=1), booking_id="a")
+    first = store.cancel("a", detail="by hand")
+    assert first.state == "cancelled" and first.version == 1
+    again = store.cancel("a", detail="by hand")
+    assert again.to_dict() == first.to_dict() and len(store.history("a")) == 1
+    store.create(T0 + timedelta(hours=1), T0 + timedelta(hours=2), booking_id="b")
+    for trigger in ("start", "finish"):
+        store.fire("b", trigger)
+    with pytest.raises(InvalidTrigger, match="cannot cancel"):
+        store.cancel("b")
+
+
+def test_a_drawn_id_that_clashes_is_drawn_again(
+    store: BookingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.create(T0, T0 + timedelta(hours=1), booking_id="bk-dup")
+    drawn = iter(["bk-dup", "bk-dup", "bk-fresh"])
+    monkeypatch.setattr("controller.fsm.store.new_booking_id", lambda now: next(drawn))
+    later = T0 + timedelta(hours=2)
+    assert store.create(later, later + timedelta(hours=1)).id == "bk-fresh"
+    with pytest.raises(Conflict, match="exists already"):  # an id the caller chose
+        store.create(later + timedelta(hours=2), later + timedelta(hours=3), booking_id="bk-dup")
+
+
+def test_every_trigger_declares_its_effects() -> None:
+    from controller.fsm.machine import RULES, TRIGGERS, effects_of
+
+    assert tuple(RULES) == TRIGGERS
+    assert effects_of("fail").attempts == "count" and effects_of("fail").next_attempt == "backoff"
+    assert not effects_of("note").pushed and effects_of("reschedule").checks_slot

@@ -1,5 +1,9 @@
-"""The booking state machine (`machine`), its retry policy (`retry`) and persistence (`store`)."""
+"""The booking: its vocabulary (`states`), the state machine and what each trigger writes
+(`machine`), its retry policy (`retry`), persistence (`store`, reading through `queries`, the
+sync's `outbox`) and replay marks (`marks`)."""
 
+from controller.fsm.checks import check_times
+from controller.fsm.errors import BookingError, Conflict, InvalidBooking, NotFound, StaleVersion
 from controller.fsm.machine import (
     FAILED_STATES,
     LIVE_STATES,
@@ -12,17 +16,9 @@ from controller.fsm.machine import (
     next_state,
     replay,
 )
+from controller.fsm.queries import Due
 from controller.fsm.retry import RetryPolicy
-from controller.fsm.store import (
-    BookingError,
-    BookingStore,
-    Conflict,
-    Due,
-    InvalidBooking,
-    NotFound,
-    StaleVersion,
-    check_times,
-)
+from controller.fsm.store import BookingStore
 
 __all__ = [
     "FAILED_STATES",

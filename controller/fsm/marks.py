@@ -16,8 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.db import Booking, MarkRow
-from controller.fsm.machine import RECORDING
-from controller.fsm.store import BookingError, BookingStore, StaleVersion
+from controller.fsm.errors import BookingError, StaleVersion
+from controller.fsm.states import State
+from controller.fsm.store import BookingStore
 
 # A button is pressed two or three times in a row by an excited player; a second moment worth
 # its own clip is rarely this close to the first (and overlapping clips merge anyway).
@@ -59,7 +60,7 @@ def recording_on(store: BookingStore, camera: str, at: datetime) -> Booking:
     """The booking recording on `camera` at `at`, or MarkRefused saying why there is none."""
     found = [
         b
-        for b in store.list(state=RECORDING, start_from=at - timedelta(seconds=1))
+        for b in store.list(state=State.RECORDING, start_from=at - timedelta(seconds=1))
         if b.camera_id == camera and b.start_time <= at <= b.end_time
     ]
     if not found:
@@ -121,7 +122,7 @@ def _close(a: datetime, b: datetime) -> bool:
 
 
 def _check(booking: Booking, when: datetime, now: datetime) -> None:
-    if booking.state != RECORDING:
+    if booking.state != State.RECORDING:
         raise MarkRefused(
             f"booking {booking.id} is {booking.state}, not recording: marks are taken only "
             "while it records"

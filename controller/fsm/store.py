@@ -1,10 +1,11 @@
 """Bookings persisted through the state machine.
 
 Every change of a booking goes through `BookingStore.fire`: one database transaction writes
-the new state, an append-only history row and a version bump, conditional on the version that
-was read. A stale write changes nothing and raises StaleVersion; an invalid trigger raises
-InvalidTrigger before anything is written. The CLI, the API and the supervisor all use this
-class, so there is exactly one way a booking changes.
+the new state, what the trigger's `Effects` (machine.py) say besides, an append-only history
+row and a version bump, conditional on the version that was read. A stale write changes nothing
+and raises StaleVersion; an invalid trigger raises InvalidTrigger before anything is written.
+The CLI, the API, the sync and the supervisor all use this class, so there is exactly one way a
+booking changes. The reads are `queries.BookingQueries`, the outbox `outbox.OutboxQueue`.
 """
 
 from __future__ import annotations
@@ -12,138 +13,45 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
-import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller.db import (
-    Booking,
-    Database,
-    KeyValue,
-    OutboxRow,
-    SlotLock,
-    TransitionRow,
-    utcnow,
+from controller.db import Booking, Database, KeyValue, SlotLock, TransitionRow, utcnow
+from controller.fsm.checks import check_fields, check_times, new_booking_id
+from controller.fsm.errors import (
+    BookingError,
+    Conflict,
+    InvalidBooking,
+    NotFound,
+    StaleVersion,
 )
-from controller.fsm.machine import (
-    COMPLETED,
-    CONFIRMED,
-    FAILED_STATES,
-    LIVE_STATES,
-    RECORDING,
-    RECORDING_FAILED,
-    STATES,
-    VIDEO_PROCESSED,
-    VIDEO_UPLOADED,
-    next_state,
-)
+from controller.fsm.machine import Effects, effects_of, next_state
+from controller.fsm.outbox import OutboxQueue, outbox_row
+from controller.fsm.queries import BookingQueries, Due
 from controller.fsm.retry import RetryPolicy
+from controller.fsm.states import LIVE, State
 
 log = logging.getLogger("ezrec.store")
 
-BOOKING_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-USER_ID = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
-# Where the player's video links are mailed (extra["contact_email"]); one plain address.
-EMAIL = re.compile(r"^[^@\s<>,;\"]{1,64}@[^@\s<>,;\"]{1,253}$")
 # Columns a transition may change besides the state machine's own bookkeeping.
 CHANGEABLE = frozenset(
     {"raw_dir", "processed_path", "video_url", "start_time", "end_time", "extra"}
 )
-SUCCESS_TRIGGERS = frozenset({"start", "finish", "process", "upload"})
+# Generated ids carry 40 random bits per minute; at hundreds of bookings a minute two can
+# still meet, and a caller that sent no id must not see that as a conflict.
+GENERATED_ID_TRIES = 5
 
 
-class BookingError(Exception):
-    """Base of every error a caller can fix; the message is meant for a person."""
+def _id_taken(booking_id: str) -> Conflict:
+    return Conflict(f"booking {booking_id} exists already", booking_id)
 
 
-class NotFound(BookingError):
-    pass
-
-
-class InvalidBooking(BookingError):
-    pass
-
-
-class Conflict(BookingError):
-    def __init__(self, message: str, other_id: str | None = None) -> None:
-        super().__init__(message)
-        self.other_id = other_id
-
-
-class StaleVersion(BookingError):
-    def __init__(self, booking_id: str, expected: int, actual: int | None) -> None:
-        super().__init__(
-            f"booking {booking_id} changed meanwhile (version {actual}, expected {expected}); "
-            "nothing was written: read it again and retry"
-        )
-        self.booking_id, self.expected, self.actual = booking_id, expected, actual
-
-
-@dataclass(frozen=True)
-class Due:
-    """The work the supervisor should look at now, and when to look again."""
-
-    bookings: list[Booking]
-    next_wakeup: datetime | None
-
-
-def _outbox(
-    booking: dict[str, Any],
-    kind: str,
-    change: dict[str, Any] | None,
-    now: datetime,
-    values: dict[str, Any] | None = None,
-) -> OutboxRow:
-    snapshot = dict(booking)
-    for key, value in (values or {}).items():
-        if key == "extra_json":
-            snapshot["extra"] = json.loads(value)
-        elif key in snapshot:
-            snapshot[key] = value.isoformat() if isinstance(value, datetime) else value
-    payload = {"booking": snapshot, "change": change, "at": now.isoformat()}
-    return OutboxRow(
-        booking_id=snapshot["id"],
-        seq=int(snapshot.get("version") or 0),
-        kind=kind,
-        payload=json.dumps(payload, sort_keys=True, default=str),
-        created_at=now,
-        attempts=0,
-    )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # Aggregates (min) bypass the column type, so the UTC tag must be put back by hand.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
-def new_booking_id(now: datetime) -> str:
-    return f"bk-{now:%Y%m%d-%H%M}-{secrets.token_hex(5)}"
-
-
-def check_times(start: datetime, end: datetime, max_length: timedelta) -> None:
-    if start.tzinfo is None or end.tzinfo is None:
-        raise InvalidBooking(
-            "times must carry a UTC offset (e.g. 2026-11-23T18:00:00+01:00); naive times are "
-            "refused, not guessed"
-        )
-    if end <= start:
-        raise InvalidBooking(f"end {end.isoformat()} is not after start {start.isoformat()}")
-    if end - start > max_length:
-        raise InvalidBooking(
-            f"booking is {end - start} long; the maximum is {max_length} (EZREC_MAX_BOOKING_H)"
-        )
-
-
-class BookingStore:
+class BookingStore(BookingQueries, OutboxQueue):
     def __init__(
         self,
         db: Database,
@@ -160,107 +68,7 @@ class BookingStore:
         self.max_length = max_length
         self.clock = clock
         self.rng = rng
-        # Called after a commit that queued outbox rows (the sync pushes them now, not at its
-        # next tick). Called from whichever thread wrote: keep them quick and thread-safe.
-        self.on_outbox: list[Callable[[], None]] = []
-
-    # -- reading ---------------------------------------------------------------------------
-
-    def get(self, booking_id: str) -> Booking:
-        with self.db.reader() as session:
-            booking = session.get(Booking, booking_id)
-            if booking is None:
-                raise NotFound(f"no booking {booking_id!r}")
-            return booking
-
-    def history(self, booking_id: str) -> list[TransitionRow]:
-        with self.db.reader() as session:
-            rows = session.scalars(
-                select(TransitionRow)
-                .where(TransitionRow.booking_id == booking_id)
-                .order_by(TransitionRow.seq)
-            )
-            return list(rows)
-
-    def list(
-        self,
-        state: str | Sequence[str] | None = None,
-        start_from: datetime | None = None,
-        start_to: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[Booking]:
-        query = select(Booking).order_by(Booking.start_time, Booking.id)
-        if state:
-            states = [state] if isinstance(state, str) else list(state)
-            for name in states:
-                if name not in STATES:
-                    raise InvalidBooking(f"unknown state {name!r} (known: {', '.join(STATES)})")
-            query = query.where(Booking.state.in_(states))
-        if start_from:
-            query = query.where(Booking.end_time > start_from)
-        if start_to:
-            query = query.where(Booking.start_time < start_to)
-        if limit:
-            query = query.limit(limit)
-        with self.db.reader() as session:
-            return list(session.scalars(query))
-
-    def uploaded_with_files(self) -> list[Booking]:
-        """Uploaded bookings whose local files are still on disk (for the retention rule)."""
-        query = select(Booking).where(
-            Booking.state == VIDEO_UPLOADED, Booking.raw_dir.is_not(None)
-        )
-        with self.db.reader() as session:
-            return list(session.scalars(query))
-
-    def counts(self) -> dict[str, int]:
-        with self.db.reader() as session:
-            rows = session.execute(select(Booking.state, func.count()).group_by(Booking.state))
-            found = {state: count for state, count in rows}
-        return {state: found.get(state, 0) for state in STATES}
-
-    def due(self, now: datetime, preroll_s: float = 0.0) -> Due:
-        """Bookings with work due at `now`, and the earliest time something else falls due.
-
-        Each branch is one indexed range scan (state, time), so this stays cheap with a long
-        history of finished bookings.
-        """
-        horizon = now + timedelta(seconds=preroll_s)
-        query = select(Booking).where(
-            or_(
-                and_(Booking.state == CONFIRMED, Booking.start_time <= horizon),
-                Booking.state == RECORDING,
-                Booking.state.in_((COMPLETED, VIDEO_PROCESSED)),
-                and_(Booking.state.in_(FAILED_STATES), Booking.next_attempt_at <= now),
-                # Slot over: its footage is delivered (or it is missed), attempts or not.
-                and_(Booking.state == RECORDING_FAILED, Booking.end_time <= now),
-            )
-        ).order_by(Booking.start_time)
-        lead = timedelta(seconds=preroll_s)
-        with self.db.reader() as session:
-            bookings = list(session.scalars(query))
-            candidates = [
-                session.scalar(
-                    select(func.min(Booking.start_time)).where(
-                        Booking.state == CONFIRMED, Booking.start_time > horizon
-                    )
-                ),
-                session.scalar(
-                    select(func.min(Booking.end_time)).where(
-                        Booking.state.in_((RECORDING, RECORDING_FAILED)), Booking.end_time > now
-                    )
-                ),
-                session.scalar(
-                    select(func.min(Booking.next_attempt_at)).where(
-                        Booking.state.in_(FAILED_STATES), Booking.next_attempt_at > now
-                    )
-                ),
-            ]
-        next_start, next_end, next_retry = (_aware(t) for t in candidates)
-        times = [t for t in (next_start and next_start - lead, next_end, next_retry) if t]
-        return Due(bookings, min(times) if times else None)
-
-    # -- writing ---------------------------------------------------------------------------
+        self.on_outbox = []
 
     def create(
         self,
@@ -273,47 +81,64 @@ class BookingStore:
         extra: dict[str, Any] | None = None,
         allow_past: bool = False,
     ) -> Booking:
+        """Store a new confirmed booking. An id the caller chose that exists already is a
+        Conflict, like an overlap on the camera; an id drawn here is drawn again instead."""
         now = self.clock()
         check_times(start, end, self.max_length)
         if not allow_past and end <= now:
             raise InvalidBooking(f"the slot ended already ({end.isoformat()})")
-        booking_id = booking_id or new_booking_id(now)
-        if not BOOKING_ID.fullmatch(booking_id):
-            raise InvalidBooking("id must be 1-64 characters of A-Z a-z 0-9 _ -")
-        if user_id is not None and not USER_ID.fullmatch(user_id):
-            raise InvalidBooking("user_id must be 1-128 characters of A-Z a-z 0-9 _ . @ : -")
-        email = (extra or {}).get("contact_email")
-        if email is not None and not EMAIL.fullmatch(str(email)):
-            raise InvalidBooking("contact_email must be one address such as player@example.com")
         camera = camera_id or self.device_id
-        if not BOOKING_ID.fullmatch(camera):
-            raise InvalidBooking("camera_id must be 1-64 characters of A-Z a-z 0-9 _ -")
-        booking = Booking(
-            id=booking_id,
-            user_id=user_id,
-            camera_id=camera,
-            device_id=self.device_id,
-            start_time=start,
-            end_time=end,
-            state=CONFIRMED,
-            version=0,
-            attempts=0,
-            extra_json=json.dumps(extra or {}, sort_keys=True),
-            created_at=now,
-            updated_at=now,
-        )
+        for attempt in range(GENERATED_ID_TRIES):
+            chosen = booking_id or new_booking_id(now)
+            check_fields(chosen, user_id, camera, extra)
+            booking = Booking(
+                id=chosen,
+                user_id=user_id,
+                camera_id=camera,
+                device_id=self.device_id,
+                start_time=start,
+                end_time=end,
+                state=State.CONFIRMED,
+                version=0,
+                attempts=0,
+                extra_json=json.dumps(extra or {}, sort_keys=True),
+                created_at=now,
+                updated_at=now,
+            )
+            try:
+                self._insert(booking, now)
+            except Conflict as exc:
+                drawn_clash = booking_id is None and exc.other_id == chosen
+                if not drawn_clash or attempt == GENERATED_ID_TRIES - 1:
+                    raise
+                continue
+            self._outbox_written()
+            return booking
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _insert(self, booking: Booking, now: datetime) -> None:
         try:
             with self.db.session() as session:
-                self._lock_camera(session, camera)
-                if session.get(Booking, booking_id) is not None:
-                    raise Conflict(f"booking {booking_id} exists already", booking_id)
-                self._check_overlap(session, camera, start, end, exclude=None)
+                self._lock_camera(session, booking.camera_id)
+                if session.get(Booking, booking.id) is not None:
+                    raise _id_taken(booking.id)
+                self._check_overlap(
+                    session, booking.camera_id, booking.start_time, booking.end_time, exclude=None
+                )
                 session.add(booking)
-                session.add(_outbox(booking.to_dict(), "booking", None, now))
-        except IntegrityError:
-            raise Conflict(f"booking {booking_id} exists already", booking_id) from None
-        self._outbox_written()
-        return booking
+                session.add(outbox_row(booking.to_dict(), "booking", None, now))
+        except IntegrityError:  # a writer meanwhile inserted this id (or the camera's first lock)
+            raise _id_taken(booking.id) from None
+
+    def cancel(
+        self, booking_id: str, *, detail: str | None = None, expected_version: int | None = None
+    ) -> Booking:
+        """Cancel the booking; one cancelled already is returned unchanged (a retried cancel
+        is no error). From a state that cannot be cancelled: InvalidTrigger."""
+        booking = self.get(booking_id)
+        if booking.state == State.CANCELLED:
+            return booking
+        return self.fire(booking_id, "cancel", detail=detail, expected_version=expected_version)
 
     def fire(
         self,
@@ -332,78 +157,35 @@ class BookingStore:
     ) -> Booking:
         """Apply `trigger` to the booking as one transaction; return the updated booking.
 
-        `retry_by` caps the backoff of a `fail` (a recording is retried at the latest when
-        its slot ends, so that what it recorded is finalised then); a `permanent` failure is
-        one no retry can fix (bad credentials): it waits for an operator. `within` writes rows that
-        belong to this change (a replay mark) in the same transaction, after the versioned
-        update succeeded. `push` sends a `note` to the booking system too (a renewed share
-        link); other notes stay local.
+        `admin` marks an operator's retry (it resets the attempts). `retry_by` caps the
+        backoff of a `fail` (a recording is retried at the latest when its slot ends, so that
+        what it recorded is finalised then); a `permanent` failure is one no retry can fix (bad
+        credentials): it waits for an operator. `within` writes rows that belong to this change
+        (a replay mark) in the same transaction, after the versioned update succeeded. `push`
+        sends a `note` to the booking system too (a renewed share link); other notes stay local.
         """
         current = self.get(booking_id)
         if expected_version is not None and expected_version != current.version:
             raise StaleVersion(booking_id, expected_version, current.version)
         dest = next_state(current.state, trigger)
-        changes = dict(changes or {})
-        unknown = set(changes) - CHANGEABLE
-        if unknown:
-            raise ValueError(f"a transition cannot change {sorted(unknown)}")
+        effects = effects_of(trigger)
         now = self.clock()
-        values: dict[str, Any] = {
-            "state": dest,
-            "version": current.version + 1,
-            "updated_at": now,
-        }
-        if "extra" in changes:
-            merged = current.extra | changes.pop("extra")
-            values["extra_json"] = json.dumps(merged, sort_keys=True)
-        values.update(changes)
-        if trigger == "fail":
-            attempts = current.attempts + 1
-            values["attempts"] = attempts
-            retry_at = None if permanent else self.policy.next_attempt_at(attempts, now, self.rng)
-            if retry_at is not None and retry_by is not None:
-                retry_at = min(retry_at, max(retry_by, now))
-            values["next_attempt_at"] = retry_at
-            values["last_error"] = error or detail or "failed"
-            values["progress"] = None
-        elif trigger == "retry":
-            values["next_attempt_at"] = None
-            if admin:
-                values["attempts"] = 0
-        elif trigger == "rebuild":
-            # A new build, not a new chance: attempts and the last error stay as they were.
-            values["next_attempt_at"] = None
-            values["progress"] = None
-            values["progress_stage"] = None
-        elif trigger in SUCCESS_TRIGGERS:
-            values["attempts"] = 0
-            values["next_attempt_at"] = None
-            values["last_error"] = None
-            values["progress"] = None
-            values["progress_stage"] = None
-        if trigger == "reschedule":
-            start = values.get("start_time", current.start_time)
-            end = values.get("end_time", current.end_time)
+        values = self._changed_columns(current, changes)
+        values |= {"state": dest, "version": current.version + 1, "updated_at": now}
+        values |= self._effect_columns(
+            effects, current, now, error=error or detail, admin=admin, retry_by=retry_by,
+            permanent=permanent,
+        )
+        start = values.get("start_time", current.start_time)
+        end = values.get("end_time", current.end_time)
+        if effects.checks_slot:
             check_times(start, end, self.max_length)
+        pushed = effects.pushed or push
         with self.db.session() as session:
-            if trigger == "reschedule":
+            if effects.checks_slot:
                 self._lock_camera(session, current.camera_id)
-                self._check_overlap(
-                    session,
-                    current.camera_id,
-                    values.get("start_time", current.start_time),
-                    values.get("end_time", current.end_time),
-                    exclude=booking_id,
-                )
-            result = session.execute(
-                update(Booking)
-                .where(Booking.id == booking_id, Booking.version == current.version)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                actual = session.scalar(select(Booking.version).where(Booking.id == booking_id))
-                raise StaleVersion(booking_id, current.version, actual)
+                self._check_overlap(session, current.camera_id, start, end, exclude=booking_id)
+            self._versioned_update(session, current, values)
             if within is not None:
                 within(session)
             session.execute(
@@ -418,52 +200,68 @@ class BookingStore:
                     error=error,
                 )
             )
-            if trigger != "note" or push:
-                after = current.to_dict() | {
-                    k: v for k, v in values.items() if k in ("state", "version")
-                }
+            if pushed:
+                after = current.to_dict() | {"state": dest, "version": current.version + 1}
                 change = {"from": current.state, "to": dest, "trigger": trigger,
                           "detail": detail, "error": error}
-                session.add(_outbox(after, "transition", change, now, values))
-        if trigger != "note" or push:
+                session.add(outbox_row(after, "transition", change, now, values))
+        if pushed:
             self._outbox_written()
         return self.get(booking_id)
 
-    def _outbox_written(self) -> None:
-        for listener in self.on_outbox:
-            try:
-                listener()
-            except Exception:  # a listener's bug must not turn a committed change into an error
-                log.exception("outbox listener failed")
+    @staticmethod
+    def _changed_columns(current: Booking, changes: dict[str, Any] | None) -> dict[str, Any]:
+        """The columns the caller's `changes` write (`extra` is merged into the stored one)."""
+        changes = dict(changes or {})
+        unknown = set(changes) - CHANGEABLE
+        if unknown:
+            raise ValueError(f"a transition cannot change {sorted(unknown)}")
+        if "extra" in changes:
+            merged = current.extra | changes.pop("extra")
+            changes["extra_json"] = json.dumps(merged, sort_keys=True)
+        return changes
 
-    def outbox_pending(self, limit: int = 100) -> list[OutboxRow]:
-        """Undelivered changes, oldest first: the order they must reach the booking system."""
-        query = (
-            select(OutboxRow)
-            .where(OutboxRow.delivered_at.is_(None))
-            .order_by(OutboxRow.id)
-            .limit(limit)
+    def _effect_columns(
+        self,
+        effects: Effects,
+        current: Booking,
+        now: datetime,
+        *,
+        error: str | None,
+        admin: bool,
+        retry_by: datetime | None,
+        permanent: bool,
+    ) -> dict[str, Any]:
+        """The bookkeeping columns `effects` write for this change."""
+        columns: dict[str, Any] = dict.fromkeys(effects.clears)
+        if effects.attempts == "count":
+            columns["attempts"] = current.attempts + 1
+        elif effects.attempts == "reset" or (effects.attempts == "reset_by_admin" and admin):
+            columns["attempts"] = 0
+        if effects.next_attempt == "clear":
+            columns["next_attempt_at"] = None
+        elif effects.next_attempt == "backoff":
+            attempts = columns.get("attempts", current.attempts)
+            retry_at = None if permanent else self.policy.next_attempt_at(attempts, now, self.rng)
+            if retry_at is not None and retry_by is not None:
+                retry_at = min(retry_at, max(retry_by, now))
+            columns["next_attempt_at"] = retry_at
+        if effects.records_error:
+            columns["last_error"] = error or "failed"
+        return columns
+
+    def _versioned_update(
+        self, session: Session, current: Booking, values: dict[str, Any]
+    ) -> None:
+        result = session.execute(
+            update(Booking)
+            .where(Booking.id == current.id, Booking.version == current.version)
+            .values(**values)
+            .execution_options(synchronize_session=False)
         )
-        with self.db.reader() as session:
-            return list(session.scalars(query))
-
-    def outbox_delivered(self, row_id: int) -> None:
-        with self.db.session() as session:
-            session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id == row_id)
-                .values(delivered_at=self.clock())
-                .execution_options(synchronize_session=False)
-            )
-
-    def outbox_failed(self, row_id: int, error: str) -> None:
-        with self.db.session() as session:
-            session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id == row_id)
-                .values(attempts=OutboxRow.attempts + 1, last_error=error[:2000])
-                .execution_options(synchronize_session=False)
-            )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            actual = session.scalar(select(Booking.version).where(Booking.id == current.id))
+            raise StaleVersion(current.id, current.version, actual)
 
     def note(self, booking_id: str, detail: str) -> Booking:
         """A history line that changes no state (a camera died, an intro was unreadable)."""
@@ -534,7 +332,7 @@ class BookingStore:
     ) -> None:
         query = select(Booking.id, Booking.start_time, Booking.end_time).where(
             Booking.camera_id == camera,
-            Booking.state.in_(LIVE_STATES),
+            Booking.state.in_(LIVE),
             Booking.start_time < end,
             Booking.end_time > start,
         )
@@ -547,3 +345,16 @@ class BookingStore:
                 f"{other.end_time.isoformat()}) on camera {camera}",
                 other.id,
             )
+
+
+__all__ = [
+    "BookingError",
+    "BookingStore",
+    "Conflict",
+    "Due",
+    "InvalidBooking",
+    "NotFound",
+    "StaleVersion",
+    "check_times",
+    "new_booking_id",
+]
