@@ -6,7 +6,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller import jobs
+from controller import booking_media
 from controller.context import Context
 from controller.drivers.media import MediaCache
 
@@ -34,7 +34,7 @@ def test_user_media_override_venue_and_bad_media_become_notes(
         extra={"media": {"logo": str(user), "sponsors": [str(sponsor), str(tmp_path / "x.png")]}},
     )
     cache = MediaCache(ctx.settings.media_dir)
-    intro, overlays, notes = jobs.resolve_media(ctx.settings, booking, cache)
+    intro, overlays, notes = booking_media.resolve_media(ctx.settings, booking, cache)
     assert intro is None
     names = {o.name: o for o in overlays}
     assert set(names) == {"venue_logo", "user_logo", "sponsor1"}
@@ -57,7 +57,7 @@ def test_media_nothing_uses_any_more_is_dropped(ctx: Context, tmp_path: Path) ->
     assert old_copy is not None and old_copy.exists()
     ctx.settings.logo = str(new)  # the venue changed its logo
     new_copy = cache.resolve(str(new), "image").path
-    jobs.forget_stale_media(ctx.settings, ctx.store, cache)
+    booking_media.forget_stale_media(ctx.settings, ctx.store, cache)
     assert not old_copy.exists()
     assert new_copy is not None and new_copy.exists()
-    assert jobs.media_in_use(ctx.settings, ctx.store)["image"] == [str(new)]
+    assert booking_media.media_in_use(ctx.settings, ctx.store)["image"] == [str(new)]
