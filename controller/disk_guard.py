@@ -41,7 +41,7 @@ class DiskGuard:
         free_disk_mb: Callable[[Path], float],
         reserve: DiskReserve | None,
         error: Callable[[str], None],
-        wake: Callable[[], None],
+        wake: Callable[[], object],
     ) -> None:
         self.settings, self.store = settings, store
         self.free_disk_mb, self.reserve = free_disk_mb, reserve

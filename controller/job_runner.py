@@ -104,7 +104,7 @@ class JobRunner:
         settings: Settings,
         store: BookingStore,
         health: Heartbeat,
-        wake: Callable[[], None],
+        wake: Callable[[], object],
         stop: threading.Event,
         queue_limit: int = 4,
     ) -> None:

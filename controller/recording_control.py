@@ -69,7 +69,7 @@ class RecordingControl:
         cameras: CameraDriver,
         disk: DiskGuard,
         health: Heartbeat,
-        wake: Callable[[], None],
+        wake: Callable[[], object],
     ) -> None:
         self.settings, self.store, self.cameras = settings, store, cameras
         self.disk, self.health, self.wake = disk, health, wake
@@ -194,6 +194,7 @@ class RecordingControl:
                 log.info("%s: %s", booking_id, exc)
 
     def _watch(self, booking_id: str, active: Active, now: datetime) -> None:
+        state: str | None
         try:
             state = self.store.get(booking_id).state
         except Exception as exc:

@@ -32,7 +32,7 @@ class Retention:
         store: BookingStore,
         storage: Storage,
         error: Callable[[str], None],
-        wake: Callable[[], None],
+        wake: Callable[[], object],
     ) -> None:
         self.settings, self.store, self.storage = settings, store, storage
         self.error, self.wake = error, wake

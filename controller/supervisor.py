@@ -87,7 +87,7 @@ class Supervisor:
         notifier: Notifier,
         *,
         waiter: Waiter | None = None,
-        wake: Callable[[], None] | None = None,
+        wake: Callable[[], object] | None = None,
         free_disk_mb: Callable[[Path], float] = disk_guard.free_disk_mb,
         reserve: DiskReserve | None = None,
         clock: Callable[[], datetime] = utcnow,
