@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse
 from api.errors import ApiError
 from api.schemas import no_body, read_json
 from api.state import ApiState, api_state
+from controller.booking_media import media_in_use
 from controller.drivers.media import MediaCache
-from controller.jobs import media_in_use
 
 log = logging.getLogger("ezrec.api")
 

@@ -29,7 +29,7 @@ from controller.fsm.machine import (
     VIDEO_PROCESSED,
     VIDEO_UPLOADED,
 )
-from controller.jobs import outputs_of
+from controller.recordings import outputs_of
 
 # The state names are the contract; these say what each means to someone at the venue.
 STATE_WORDS: dict[str, str] = {
@@ -112,7 +112,7 @@ def local_day_start(now: datetime) -> datetime:
 def local_video(booking: Booking, settings: Settings) -> Path | None:
     """The finished video's file on this box: the build's output while it is kept, else the
     local storage backend's stored copy (never a path outside that backend's directory)."""
-    outputs = outputs_of(booking)
+    outputs = outputs_of(booking.extra.get("outputs"), booking.processed_path)
     if outputs and outputs[0].is_file():
         return outputs[0]
     url = booking.video_url or ""
@@ -198,7 +198,7 @@ def video_items(
     from the box's own file while it is there, else from the stored object's presigned URL."""
     items = []
     for booking in newest_videos(store, now):
-        outputs = outputs_of(booking)
+        outputs = outputs_of(booking.extra.get("outputs"), booking.processed_path)
         local = local_video(booking, settings)
         presigned = booking.extra.get("presigned_url")
         play, why = None, ""

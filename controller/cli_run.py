@@ -193,7 +193,7 @@ def build(ctx: click.Context, booking_id: str, print_only: bool) -> None:
     """Build a booking's video now (or, with --print, show the exact ffmpeg command)."""
     import shlex
 
-    from controller import jobs
+    from controller import video_jobs
     from controller.drivers import builder
     from controller.drivers.media import MediaCache
 
@@ -201,7 +201,7 @@ def build(ctx: click.Context, booking_id: str, print_only: bool) -> None:
     booking = c.store.get(booking_id)
     cache = MediaCache(c.settings.media_dir)
     try:
-        spec, notes = jobs.build_spec(c.settings, booking, cache)
+        spec, notes = video_jobs.build_spec(c.settings, booking, cache)
     except builder.BuildError as exc:
         raise click.ClickException(str(exc)) from None
     for note in notes:

@@ -1,10 +1,10 @@
 """What runs beside the supervisor for the players: the court's replay button, and a keeper
 that gives every stored video its share links, renews them, and emails the players.
 
-Both are sidecars of the supervisor (`stop()`, `wake()`), started by `start()`. Nothing here
-can hold a booking back: the button only adds marks, and the keeper works on bookings that
-are already `video_uploaded`; a failed share or mail is retried on its own schedule and only
-ever adds history lines.
+Both are sidecars of the supervisor (`stop()`, `wake()`: `supervisor.Sidecar`), started by
+`start()`. Nothing here can hold a booking back: the button only adds marks, and the keeper
+works on bookings that are already `video_uploaded`; a failed share or mail is retried on its
+own schedule and only ever adds history lines.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import html
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,8 +23,8 @@ from controller.db import Booking
 from controller.drivers.mailer import Attachment, Mail, Mailer, MailError
 from controller.drivers.storage import Storage, StorageError
 from controller.fsm import BookingError, BookingStore, StaleVersion
-from controller.fsm.machine import VIDEO_UPLOADED
 from controller.fsm.marks import MarkRefused, record_mark
+from controller.fsm.states import State
 
 log = logging.getLogger("ezrec.replays")
 
@@ -112,7 +113,7 @@ class ReplayKeeper:
         problems: list[str] = []
         can_share = bool(self.settings.share_url_template) or hasattr(self.storage, "copy")
         recent = now - timedelta(hours=self.settings.share_link_h)
-        for booking in self.store.list(state=VIDEO_UPLOADED):
+        for booking in self.store.list(state=State.VIDEO_UPLOADED):
             # Videos stored before links existed (an upgrade, a long history) get theirs on
             # request (`ezrec share ID`), not all at once at the next start.
             if can_share and booking.extra.get("share") is None and _stored_at(booking) > recent:
@@ -178,14 +179,31 @@ def _press(settings: Settings, store: BookingStore) -> None:
              " (same moment as the last press)" if result.duplicate else "")  # fmt: skip
 
 
-def start(settings: Settings, store: BookingStore, storage: Storage) -> list[Any]:
+class ReplayButton:
+    """The court's button as a sidecar of the loop: each press marks the booking recording."""
+
+    def __init__(self, pin: str, on_press: Callable[[], None]) -> None:
+        from controller.drivers.gpio_button import MarkButton
+
+        self.button = MarkButton(pin, on_press)
+
+    def wake(self) -> None:
+        """A booking changed elsewhere: nothing for a button to do."""
+
+    def stop(self) -> None:
+        self.button.stop()
+
+
+def start(
+    settings: Settings, store: BookingStore, storage: Storage
+) -> list[ReplayKeeper | ReplayButton]:
     """The sidecars the settings ask for (the keeper always; the button with a pin)."""
-    sidecars: list[Any] = []
+    sidecars: list[ReplayKeeper | ReplayButton] = []
     if settings.mark_gpio_pin:
-        from controller.drivers.gpio_button import ButtonError, MarkButton
+        from controller.drivers.gpio_button import ButtonError
 
         try:
-            sidecars.append(MarkButton(settings.mark_gpio_pin, lambda: _press(settings, store)))
+            sidecars.append(ReplayButton(settings.mark_gpio_pin, lambda: _press(settings, store)))
         except ButtonError as exc:  # a dead button must not keep the box from recording
             log.error("%s: no replay button", exc)
     mailer = None

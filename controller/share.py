@@ -25,7 +25,7 @@ from controller.config import Settings
 from controller.db import Booking
 from controller.drivers.storage import Storage, StorageError
 from controller.fsm import BookingError, BookingStore, StaleVersion
-from controller.fsm.machine import VIDEO_UPLOADED
+from controller.fsm.states import State
 
 # Renewed when less than this share of a link's life is left: with 7-day links, a day and a
 # half before they expire, so a box that is off for a day still renews in time.
@@ -78,7 +78,7 @@ def make_links(
 ) -> dict[str, Any]:  # fmt: skip
     """Links for every stored object of `booking` (copies made first when `copy`)."""
     objects = [o for o in booking.extra.get("uploaded") or [] if o.get("key")]
-    if booking.state != VIDEO_UPLOADED or not objects:
+    if booking.state != State.VIDEO_UPLOADED or not objects:
         raise ShareError(f"booking {booking.id} is {booking.state}: nothing stored to share yet")
     template = settings.share_url_template
     ttl_s = int(settings.share_link_h * 3600)
@@ -165,7 +165,7 @@ def revoke(store: BookingStore, storage: Storage, booking_id: str) -> Booking:
         if item.get("shared_key"):
             storage.delete(item["shared_key"])  # StorageError: nothing written, try again
     now = store.clock()
-    gone = {"token": None, "created_at": share.get("created_at"), "expires_at": None,
+    gone: dict[str, Any] = {"token": None, "created_at": share.get("created_at"), "expires_at": None,
             "links": [], "revoked_at": now.isoformat()}  # fmt: skip
     return _write(store, booking, gone, "share links revoked")
 
@@ -176,7 +176,7 @@ def renew_due(
     """Renew every live share that is near its expiry; returns what went wrong, per booking."""
     problems: list[str] = []
     lifetime = timedelta(hours=settings.share_link_h)
-    for booking in store.list(state=VIDEO_UPLOADED):
+    for booking in store.list(state=State.VIDEO_UPLOADED):
         share = active(booking)
         if share is None or not share.get("expires_at"):
             continue

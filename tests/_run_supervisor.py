@@ -11,7 +11,7 @@ import signal
 import time
 from typing import Any
 
-from controller import jobs
+from controller import video_jobs
 from controller.context import open_context
 from controller.supervisor import create_supervisor
 
@@ -41,9 +41,9 @@ def main() -> None:
     ctx = open_context()
     sup = create_supervisor(ctx.settings, ctx.store)
     if args.slow == "build":
-        sup.build_fn = slowed(jobs.build_video, args.pause)
+        sup.build_fn = slowed(video_jobs.build_video, args.pause)
     elif args.slow == "upload":
-        sup.upload_fn = slowed(jobs.upload_video, args.pause)
+        sup.upload_fn = slowed(video_jobs.upload_video, args.pause)
     signal.signal(signal.SIGTERM, lambda *_: sup.request_stop())
     sup.run()
 

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from controller import clips, jobs
+from controller import clips, video_jobs
 from controller.config import Settings
 from controller.context import Context
 from controller.drivers.builder.clips import cut_clip
 from controller.drivers.media import MediaCache
 from controller.drivers.storage import open_storage
 from controller.fsm.marks import record_mark
+from controller.recordings import booking_files
 from tests._media_fixtures import ffmpeg, make_intro
 
 pytestmark = pytest.mark.slow
@@ -75,7 +76,7 @@ def recorded_booking(ctx: Context, marks_at: list[float], *, preroll: float, gop
     for at in marks_at:
         clock["now"] = START + timedelta(seconds=at)
         record_mark(ctx.store, source="button", camera=ctx.settings.device_id)
-    raw = jobs.raw_dir(ctx.settings, booking.id)
+    raw = booking_files(ctx.settings, booking.id).raw_dir
     for cam in range(cameras):
         make_barcoded_camera(raw, cam, 40 + preroll, START.timestamp() - preroll,
                              ctx.settings.fps, gop)  # fmt: skip
@@ -85,7 +86,7 @@ def recorded_booking(ctx: Context, marks_at: list[float], *, preroll: float, gop
 
 def build_and_plan(ctx: Context, settings: Settings, booking_id: str) -> list[dict]:
     cache = MediaCache(settings.media_dir)
-    outcome = jobs.build_video(settings, ctx.store.get(booking_id), cache, lambda _f: None,
+    outcome = video_jobs.build_video(settings, ctx.store.get(booking_id), cache, lambda _f: None,
                                threading.Event())  # fmt: skip
     extra = {"outputs": [str(p) for p in outcome.outputs]}
     extra |= clips.build_extra(settings, ctx.store, booking_id, outcome.timeline)
@@ -106,7 +107,8 @@ def test_a_mark_30_s_into_a_40_s_recording_gives_the_right_30_s(ctx: Context,
     assert clip["from"].startswith("2030-06-01T18:00:05")
     booking = ctx.store.get(booking_id)
     storage = open_storage(settings)
-    outcome = jobs.upload_video(settings, booking, storage, lambda _f: None, threading.Event())
+    outcome = video_jobs.upload_video(settings, booking, storage, lambda _f: None,
+                                      threading.Event())  # fmt: skip
     path = Path(clip["path"])
     assert path.name == "bk1-clip01.mp4" and path.parent == settings.processed_dir
     numbers = frame_numbers(path, width=640)
@@ -184,14 +186,14 @@ def test_a_clip_that_cannot_be_cut_is_left_out_and_the_video_still_uploads(
     ctx.store.create(START, START + timedelta(seconds=40), booking_id="bk2", allow_past=True)
     for trigger in ("start", "finish"):
         ctx.store.fire("bk2", trigger)
-    video = jobs.processed_path(settings, "bk2")
+    video = booking_files(settings, "bk2").processed_path
     video.parent.mkdir(parents=True, exist_ok=True)
     video.write_bytes(b"not a video at all")
     plan = [{"name": "clip01", "source": str(video), "path": str(clips.clip_path(video, 1)),
              "start_s": 5.0, "end_s": 35.0}]  # fmt: skip
     ctx.store.fire("bk2", "process", changes={"processed_path": str(video),
                                               "extra": {"outputs": [str(video)], "clips": plan}})
-    outcome = jobs.upload_video(settings, ctx.store.get("bk2"), open_storage(settings),
+    outcome = video_jobs.upload_video(settings, ctx.store.get("bk2"), open_storage(settings),
                                 lambda _f: None, threading.Event())  # fmt: skip
     assert [o["kind"] for o in outcome.objects] == ["video"]
     assert len(outcome.notes) == 1 and outcome.notes[0].startswith("clip clip01 not cut:")
@@ -200,7 +202,7 @@ def test_a_clip_that_cannot_be_cut_is_left_out_and_the_video_still_uploads(
 
 def test_a_rebuild_drops_the_clips_of_the_earlier_build(ctx: Context) -> None:
     ctx.store.create(START, START + timedelta(seconds=40), booking_id="bk3", allow_past=True)
-    video = jobs.processed_path(ctx.settings, "bk3")
+    video = booking_files(ctx.settings, "bk3").processed_path
     video.parent.mkdir(parents=True, exist_ok=True)
     stale = clips.clip_path(video, 1)
     stale.write_bytes(b"cut from the previous video")

@@ -71,7 +71,7 @@ def test_a_jump_backward_during_a_recording_does_not_start_it_again(world: Any) 
     assert s.get("a").state == "recording" and starts_of(world, "a") == 1
     world.clock.now = T0 - timedelta(minutes=10)  # back to before the slot and its pre-roll
     settle(world)
-    assert s.get("a").state == "recording" and "a" in world.sup.active
+    assert s.get("a").state == "recording" and "a" in world.sup.recording.active
     assert starts_of(world, "a") == 1 and world.cams.stopped == []
     world.clock.now = T0 + timedelta(minutes=30)
     settle(world)
@@ -96,7 +96,7 @@ def test_a_jump_backward_after_a_recording_does_not_reopen_its_slot(world: Any) 
     for back in (T0 + timedelta(minutes=2), T0 - timedelta(minutes=1), T0 + timedelta(minutes=7)):
         world.clock.now = back  # into a's slot, before it, into the missed one's
         settle(world)
-        assert world.sup.active == {} and world.sup.jobs == {}
+        assert world.sup.recording.active == {} and world.sup.workers.jobs == {}
     assert {b: triggers(world, b) for b in ("a", "gone")} == before
     assert starts_of(world, "a") == 1 and starts_of(world, "gone") == 0
 

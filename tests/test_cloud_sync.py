@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from controller import jobs
+from controller import booking_media
 from controller.cli import main
 from controller.config import Settings, load_settings
 from controller.context import Context, open_context
@@ -135,7 +135,7 @@ def test_pull_creates_this_devices_new_bookings_with_the_users_media(
     assert any("u1/gone.png" in note for note in result.notes)
     assert "media" not in sctx.store.get("b-no-user").extra
     # The media the video builder will use are the user's own, over the venue's defaults.
-    sources = jobs.media_sources(sctx.settings, booking)
+    sources = booking_media.media_sources(sctx.settings, booking)
     assert sources["intro"] == media["intro"] and sources["user_logo"] == media["logo"]
 
     get = next(r for r in fake.requests if r.method == "GET" and r.table == "bookings")

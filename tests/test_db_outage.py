@@ -268,7 +268,8 @@ def test_exclusive_cameras_still_stop_at_the_slot_end_with_the_database_away(
 
     from sqlalchemy.exc import OperationalError
 
-    from controller.supervisor import Active, Supervisor
+    from controller.recording_control import Active
+    from controller.supervisor import Supervisor
 
     class Notes:
         def ready(self) -> None: ...
@@ -310,7 +311,7 @@ def test_exclusive_cameras_still_stop_at_the_slot_end_with_the_database_away(
     ctx.store.list = away  # type: ignore[method-assign]
     handle = SimpleNamespace(booking_id=booking.id, cameras=[0, 1])
     active = Active(booking.id, handle, booking.end_time)  # type: ignore[arg-type]
-    sup.active[booking.id] = active
-    sup._end_recording(active, now)
-    assert sensor.stopped == [booking.id] and booking.id not in sup.active
+    sup.recording.active[booking.id] = active
+    sup.recording.end_recording(active, now)
+    assert sensor.stopped == [booking.id] and booking.id not in sup.recording.active
     sup.shutdown()

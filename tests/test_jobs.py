@@ -1,14 +1,19 @@
-"""Media per booking: the booking user's own media over the venue's, resolved through the cache."""
+"""Media per booking (the booking user's own media over the venue's, resolved through the cache),
+and what a job's outcome does to its booking."""
 
 from __future__ import annotations
 
 import subprocess
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from controller import jobs
+import pytest
+
+from controller import booking_media, video_jobs
 from controller.context import Context
 from controller.drivers.media import MediaCache
+from controller.job_runner import transition
 
 
 def png(path: Path, colour: str) -> Path:
@@ -34,7 +39,7 @@ def test_user_media_override_venue_and_bad_media_become_notes(
         extra={"media": {"logo": str(user), "sponsors": [str(sponsor), str(tmp_path / "x.png")]}},
     )
     cache = MediaCache(ctx.settings.media_dir)
-    intro, overlays, notes = jobs.resolve_media(ctx.settings, booking, cache)
+    intro, overlays, notes = booking_media.resolve_media(ctx.settings, booking, cache)
     assert intro is None
     names = {o.name: o for o in overlays}
     assert set(names) == {"venue_logo", "user_logo", "sponsor1"}
@@ -57,7 +62,45 @@ def test_media_nothing_uses_any_more_is_dropped(ctx: Context, tmp_path: Path) ->
     assert old_copy is not None and old_copy.exists()
     ctx.settings.logo = str(new)  # the venue changed its logo
     new_copy = cache.resolve(str(new), "image").path
-    jobs.forget_stale_media(ctx.settings, ctx.store, cache)
+    booking_media.forget_stale_media(ctx.settings, ctx.store, cache)
     assert not old_copy.exists()
     assert new_copy is not None and new_copy.exists()
-    assert jobs.media_in_use(ctx.settings, ctx.store)["image"] == [str(new)]
+    assert booking_media.media_in_use(ctx.settings, ctx.store)["image"] == [str(new)]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "trigger", "fields"),
+    [
+        (video_jobs.RetryLater("network down"), "fail", {"error": "network down"}),
+        (video_jobs.NeedsOperator("NoSuchBucket"), "fail",
+         {"error": "NoSuchBucket (needs an operator: fix the setting, then `ezrec retry`)",
+          "permanent": True}),
+        (video_jobs.Rebuild("processed video missing: x.mp4"), "rebuild",
+         {"detail": "processed video missing: x.mp4: building it again"}),
+    ],
+)  # fmt: skip
+def test_each_failed_outcome_is_one_transition(
+    outcome: video_jobs.Outcome, trigger: str, fields: dict[str, object]
+) -> None:
+    step = transition("b1", "upload", outcome, {})
+    assert (step.trigger, step.fields) == (trigger, fields)
+    assert step.error == f"b1: upload failed: {outcome.reason}"  # type: ignore[union-attr]
+
+
+def test_a_finished_job_is_its_transition_with_what_it_made(tmp_path: Path) -> None:
+    built = video_jobs.Built([tmp_path / "b1.mp4"], 60.0, ["intro unreadable"])
+    step = transition("b1", "build", built, {"clips": []})
+    assert step.trigger == "process" and step.error is None
+    assert step.fields["detail"] == "built 1 file(s), 60.0 s; intro unreadable"
+    assert step.fields["changes"]["extra"]["clips"] == []  # type: ignore[index]
+    uploaded = video_jobs.Uploaded([{"url": "file:///x"}], "file:///x")
+    step = transition("b1", "upload", uploaded, {})
+    assert step.trigger == "upload" and step.fields["changes"]["video_url"] == "file:///x"  # type: ignore[index]
+
+
+def test_a_build_with_nothing_on_disk_is_retried_later(ctx: Context) -> None:
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    booking = ctx.store.create(start, start + timedelta(minutes=5), booking_id="b1")
+    outcome = video_jobs.build_video(ctx.settings, booking, MediaCache(ctx.settings.media_dir),
+                                     lambda _f: None, threading.Event())  # fmt: skip
+    assert outcome == video_jobs.RetryLater("no recorded segments on disk")

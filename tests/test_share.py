@@ -22,11 +22,12 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from controller import jobs, qrcodes, share
+from controller import qrcodes, share, video_jobs
 from controller.config import Settings
 from controller.context import Context, open_context
 from controller.drivers.mailer import Mailer
 from controller.drivers.storage import open_storage
+from controller.recordings import booking_files
 from controller.replay_service import ReplayKeeper
 from tests._s3server import MotoServer, free_port
 
@@ -49,7 +50,7 @@ def uploaded_booking(
                      allow_past=True, extra={"contact_email": "player@example.com"})  # fmt: skip
     ctx.store.fire(booking_id, "start")
     ctx.store.fire(booking_id, "finish")
-    video = jobs.processed_path(settings, booking_id)
+    video = booking_files(settings, booking_id).processed_path
     video.parent.mkdir(parents=True, exist_ok=True)
     data = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
     video.write_bytes(data)
@@ -61,7 +62,7 @@ def uploaded_booking(
                         "to": "2030-06-01T18:00:35+00:00",
                         "marks": ["2030-06-01T18:00:30+00:00"]}]}  # fmt: skip
     ctx.store.fire(booking_id, "process", changes={"processed_path": str(video), "extra": extra})
-    outcome = jobs.upload_video(settings, ctx.store.get(booking_id), open_storage(settings),
+    outcome = video_jobs.upload_video(settings, ctx.store.get(booking_id), open_storage(settings),
                                 lambda _f: None, threading.Event())  # fmt: skip
     ctx.store.fire(booking_id, "upload", changes={"video_url": outcome.video_url,
                                                  "extra": {"uploaded": outcome.objects}})

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from controller import jobs
+from controller import video_jobs
 from controller.context import Context
+from controller.recordings import booking_files
 from controller.supervisor import Supervisor
 
 T0 = datetime(2030, 6, 1, 18, 0, tzinfo=UTC)
@@ -127,16 +128,16 @@ def world(ctx: Context) -> Any:
         progress(0.5)
         if state["build_error"]:
             raise RuntimeError(state["build_error"])
-        out = jobs.processed_path(settings, booking.id)
+        out = booking_files(settings, booking.id).processed_path
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(b"video")
-        return jobs.BuildOutcome([out], 60.0, ["intro unreadable: built without it"])
+        return video_jobs.Built([out], 60.0, ["intro unreadable: built without it"])
 
     def upload(settings, booking, storage, progress, stop):  # type: ignore[no-untyped-def]
         if state["upload_error"]:
             raise RuntimeError(state["upload_error"])
         progress(1.0)
-        return jobs.UploadOutcome(
+        return video_jobs.Uploaded(
             [{"url": "file:///x", "key": "k", "size": 5, "sha256": "ab",
               "uploaded_at": clock().isoformat()}], "file:///x")
 
@@ -155,7 +156,7 @@ def settle(world: Any, steps: int = 6) -> None:
     """Let worker results come back: step, and wait for the workers in between."""
     for _ in range(steps):
         world.sup.step()
-        futures.wait([job.future for job in world.sup.jobs.values()], timeout=10)
+        futures.wait([job.future for job in world.sup.workers.jobs.values()], timeout=10)
 
 
 def test_happy_path_with_preroll(world: Any) -> None:
@@ -200,7 +201,7 @@ def test_disk_guard_refuses_and_says_why(world: Any) -> None:
     assert "not enough disk" in (b.last_error or "")
     assert "EZREC_MIN_FREE_DISK_MB" in (b.last_error or "")
     assert world.cams.started == []
-    assert any("not enough disk" in e for e in world.sup.last_errors)
+    assert any("not enough disk" in e for e in world.sup.heartbeat.last_errors)
     # Retries are capped at the slot's end; with disk back, the retry records the rest.
     assert b.next_attempt_at is not None and b.next_attempt_at <= b.end_time
     world.state["free"] = 10_000.0
@@ -238,12 +239,12 @@ def test_restart_finds_recording_and_resumes_or_finalises(world: Any, ctx: Conte
     for booking_id in ("open", "closed"):
         s.fire(booking_id, "start")
     # "closed" has segments on disk from before the crash; "open" is still in its slot.
-    seg = jobs.raw_dir(ctx.settings, "closed") / "cam0" / "000-00000.ts"
+    seg = booking_files(ctx.settings, "closed").raw_dir / "cam0" / "000-00000.ts"
     seg.parent.mkdir(parents=True)
     seg.write_bytes(b"\x47" * 188)
     world.clock.now = T0 + timedelta(minutes=1)
     world.sup.step()
-    assert s.get("open").state == "recording" and "open" in world.sup.active
+    assert s.get("open").state == "recording" and "open" in world.sup.recording.active
     assert any("resumed recording" in (h.detail or "") for h in s.history("open"))
     assert s.get("closed").state in ("completed", "video_processed", "video_uploaded")
 
@@ -269,7 +270,7 @@ def test_footage_of_the_preroll_only_is_no_recording_of_the_slot(world: Any, ctx
     s = world.store
     s.create(T0, T0 + timedelta(minutes=5), booking_id="pre", allow_past=True)
     s.fire("pre", "start", detail="cameras starting 0.5 s before the slot")
-    cam = jobs.raw_dir(ctx.settings, "pre") / "cam0"
+    cam = booking_files(ctx.settings, "pre").raw_dir / "cam0"
     cam.mkdir(parents=True)
     seg = cam / "000-00000.ts"
     seg.write_bytes(b"\x47" * 188)
@@ -311,7 +312,7 @@ def test_cancel_while_recording_stops_cameras(world: Any) -> None:
     world.sup.step()
     s.fire("b1", "cancel")
     world.sup.step()
-    assert world.cams.stopped == ["b1"] and "b1" not in world.sup.active
+    assert world.cams.stopped == ["b1"] and "b1" not in world.sup.recording.active
     assert s.get("b1").state == "cancelled"
 
 
@@ -323,15 +324,15 @@ def test_retention_deletes_only_after_verified_upload_and_grace(world: Any, ctx:
     world.clock.advance(5 * 60)
     settle(world)
     assert s.get("b1").state == "video_uploaded"
-    raw = jobs.raw_dir(ctx.settings, "b1")
+    raw = booking_files(ctx.settings, "b1").raw_dir
     assert raw.exists()
-    world.sup._last_retention = 0.0
+    world.sup.retention.last_run = 0.0
     world.sup.step()
     assert raw.exists()  # grace period not over
     world.clock.advance(ctx.settings.retention_grace_h * 3600 + 1)
-    world.sup._last_retention = -1e9
+    world.sup.retention.last_run = -1e9
     world.sup.step()
-    assert not raw.exists() and not jobs.processed_path(ctx.settings, "b1").exists()
+    assert not raw.exists() and not booking_files(ctx.settings, "b1").processed_path.exists()
     assert s.get("b1").raw_dir is None
 
 
@@ -430,8 +431,8 @@ def test_a_vanished_video_is_built_again_not_failed_forever(world: Any) -> None:
     def upload(settings, booking, storage, progress, stop):  # type: ignore[no-untyped-def]
         calls.append(booking.id)
         if len(calls) == 1:
-            jobs.processed_path(settings, booking.id).unlink()
-            return jobs.upload_video(settings, booking, storage, progress, stop)
+            booking_files(settings, booking.id).processed_path.unlink()
+            return video_jobs.upload_video(settings, booking, storage, progress, stop)
         return real_upload(settings, booking, storage, progress, stop)
 
     world.sup.upload_fn = upload
@@ -453,9 +454,18 @@ def test_a_storage_error_no_retry_can_fix_waits_for_an_operator(world: Any, ctx:
 
     world.state["upload_error"] = None
 
+    class NoBucket:
+        url = "s3://gone"
+
+        def key_for(self, booking_id: str, start: datetime, suffix: str = "") -> str:
+            return f"{booking_id}{suffix}.mp4"
+
+        def upload(self, *_a: Any, **_k: Any) -> Any:
+            raise StorageError("S3 upload failed: NoSuchBucket (the bucket does not exist)",
+                               retryable=False)
+
     def upload(settings, booking, storage, progress, stop):  # type: ignore[no-untyped-def]
-        raise StorageError("S3 upload failed: NoSuchBucket (the bucket does not exist)",
-                           retryable=False)
+        return video_jobs.upload_video(settings, booking, NoBucket(), progress, stop)
 
     world.sup.upload_fn = upload
     world.store.create(T0, T0 + timedelta(minutes=1), booking_id="b1")
@@ -476,15 +486,15 @@ def test_an_upload_that_reports_nothing_for_long_never_silences_the_watchdog(
 ) -> None:
     """One 8 MiB part on a venue uplink can take minutes without a report: the uplink is not
     the box's health, so the loop keeps petting (a hung call ends by its own timeout)."""
-    import controller.supervisor as sup_mod
+    from controller import heartbeat
 
-    monkeypatch.setattr(sup_mod, "STALL_S", 0.05)
+    monkeypatch.setattr(heartbeat, "STALL_S", 0.05)
     release = threading.Event()
 
     def upload(settings, booking, storage, progress, stop):  # type: ignore[no-untyped-def]
         release.wait(10)
         progress(1.0)
-        return jobs.UploadOutcome([{"url": "file:///x", "key": "k", "size": 5, "sha256": "ab",
+        return video_jobs.Uploaded([{"url": "file:///x", "key": "k", "size": 5, "sha256": "ab",
                                     "uploaded_at": world.clock().isoformat()}], "file:///x")
 
     world.sup.upload_fn = upload
@@ -494,10 +504,10 @@ def test_an_upload_that_reports_nothing_for_long_never_silences_the_watchdog(
     world.clock.now = T0 + timedelta(minutes=1)
     for _ in range(10):  # until the upload is running (the build comes first)
         world.sup.step()
-        if any(j.kind == "upload" for j in world.sup.jobs.values()):
+        if any(j.kind == "upload" for j in world.sup.workers.jobs.values()):
             break
-        futures.wait([j.future for j in world.sup.jobs.values()], timeout=10)
-    assert any(j.kind == "upload" for j in world.sup.jobs.values()), "the upload is running"
+        futures.wait([j.future for j in world.sup.workers.jobs.values()], timeout=10)
+    assert any(j.kind == "upload" for j in world.sup.workers.jobs.values()), "the upload is running"
     time.sleep(0.3)  # > STALL_S * 4 without a report
     world.notifier.sent.clear()
     world.sup.step()

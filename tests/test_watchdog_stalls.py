@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from controller import jobs, supervisor
+from controller import heartbeat, video_jobs
+from controller.recordings import booking_files
 from tests import test_supervisor_logic as logic
 
 T0 = logic.T0
@@ -23,7 +24,7 @@ STALL = 0.1
 
 @pytest.fixture(autouse=True)
 def _small_stall(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(supervisor, "STALL_S", STALL)
+    monkeypatch.setattr(heartbeat, "STALL_S", STALL)
 
 
 def petted(world: Any) -> bool:
@@ -69,15 +70,15 @@ def test_an_encode_that_stops_moving_stops_the_watchdog(world: Any) -> None:
     def stuck_build(settings, booking, media, progress, stop):  # type: ignore[no-untyped-def]
         progress(0.1)
         release.wait(10)  # ffmpeg hung: no progress
-        out = jobs.processed_path(settings, booking.id)
+        out = booking_files(settings, booking.id).processed_path
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(b"video")
-        return jobs.BuildOutcome([out], 60.0, [])
+        return video_jobs.Built([out], 60.0, [])
 
     world.sup.build_fn = stuck_build
     completed(world)
     assert petted(world)  # the build has just started
-    assert world.sup.jobs["a"].kind == "build"
+    assert world.sup.workers.jobs["a"].kind == "build"
     time.sleep(STALL * 4 + 0.15)
     assert not petted(world)
     release.set()
@@ -115,7 +116,7 @@ def test_a_slow_but_moving_job_keeps_the_watchdog_going(world: Any, kind: str) -
     pets: list[bool] = []
     while world.store.get("a").state != "video_uploaded" and time.monotonic() - began < 20:
         pets.append(petted(world))
-        if any(j.kind == kind for j in world.sup.jobs.values()):
+        if any(j.kind == kind for j in world.sup.workers.jobs.values()):
             seen_job = time.monotonic()
         time.sleep(STALL / 2)
     assert world.store.get("a").state == "video_uploaded"
