@@ -27,7 +27,7 @@ from controller import clips, jobs, recordings
 from controller.config import Settings
 from controller.db import Booking, utcnow
 from controller.dbhealth import Outage, is_unavailable
-from controller.drivers.camera import CameraDriver, CameraError, RecordingHandle
+from controller.drivers.cameras import CameraDriver, CameraError, RecordingHandle
 from controller.drivers.disk_reserve import DiskReserve
 from controller.drivers.storage import StorageError
 from controller.fsm import BookingStore, InvalidTrigger, StaleVersion
@@ -812,7 +812,7 @@ def _free_disk_mb(path: Path) -> float:
 def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
     """The supervisor with the real drivers chosen by the settings."""
     from controller import status
-    from controller.drivers.camera import open_camera_driver
+    from controller.context import open_cameras
     from controller.drivers.cloud_sync import start_sync
     from controller.drivers.media import MediaCache
     from controller.drivers.nudge import NudgeListener, send_nudge
@@ -821,7 +821,7 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
 
     listener = NudgeListener(settings.data_dir)
     try:
-        cameras = open_camera_driver(settings)
+        cameras = open_cameras(settings)
         supervisor = Supervisor(
             settings,
             store,
