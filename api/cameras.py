@@ -18,10 +18,12 @@ from starlette.responses import JSONResponse, Response
 
 from api.errors import ApiError
 from api.state import ApiState, api_state
+from controller.config import Settings
 from controller.db import utcnow
-from controller.drivers.camera import CameraError, snapshot_from_segments
+from controller.drivers.cameras import CameraError
+from controller.drivers.cameras.ffmpeg_tools import snapshot_from_segments
 from controller.fsm.machine import CONFIRMED
-from controller.recordings import camera_dir
+from controller.recordings import booking_files
 from controller.status import HEARTBEAT_STALE_S
 
 # How long before a booking's pre-roll the cameras are left alone.
@@ -60,12 +62,12 @@ async def list_cameras(request: Request) -> JSONResponse:
     return JSONResponse({"source": source, "cameras": cameras})
 
 
-def _newest_segments(raw_dir: Path, bookings: list[str], camera: int) -> list[Path]:
+def _newest_segments(settings: Settings, bookings: list[str], camera: int) -> list[Path]:
     """The segments of camera `camera` in the recording that wrote last."""
     best: list[Path] = []
     best_mtime = -1.0
     for booking_id in bookings:
-        segments = sorted(camera_dir(raw_dir / booking_id, camera).glob("*.ts"))
+        segments = booking_files(settings, booking_id).segments(camera)
         if not segments:
             continue
         mtime = segments[-1].stat().st_mtime
@@ -77,7 +79,7 @@ def _newest_segments(raw_dir: Path, bookings: list[str], camera: int) -> list[Pa
 def _still(state: ApiState, camera: int, recording: list[str]) -> bytes:
     settings = state.settings
     if recording:
-        segments = _newest_segments(settings.raw_dir, recording, camera)
+        segments = _newest_segments(settings, recording, camera)
         if not segments:
             raise ApiError(
                 503, f"camera {camera}: a recording is running but has no segment of this "

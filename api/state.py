@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from controller.config import Settings
-from controller.context import Context
-from controller.drivers.camera import CameraDriver, open_camera_driver
+from controller.context import Context, open_cameras
+from controller.drivers.cameras import CameraDriver
 from controller.drivers.nudge import send_nudge
 from controller.fsm import BookingStore
 from controller.status import collect
@@ -115,7 +115,7 @@ class ApiState:
     def camera_driver(self) -> CameraDriver:
         with self._driver_lock:
             if self._driver is None:
-                self._driver = open_camera_driver(self.settings)
+                self._driver = open_cameras(self.settings)
             return self._driver
 
     def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -277,8 +277,8 @@ def _check_cloud(settings: Any) -> tuple[bool, str]:
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
     """Check ffmpeg, cameras, storage, cloud credentials, disk and clock; say what to fix."""
+    from controller.context import open_cameras
     from controller.drivers import system
-    from controller.drivers.camera import open_camera_driver
     from controller.drivers.media import MediaCache
     from controller.drivers.storage import StorageError, open_storage
 
@@ -289,7 +289,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     checks.append(("ffmpeg", *_check_ffmpeg(s.video_encoder)))
     used = None
     try:
-        driver = open_camera_driver(s)
+        driver = open_cameras(s)
         used = driver.name
         probes = driver.probe()
         driver.close()
@@ -304,7 +304,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         if name == used:
             continue
         try:
-            other = open_camera_driver(s.model_copy(update={"camera_driver": name}))
+            other = open_cameras(s.model_copy(update={"camera_driver": name}))
             lines = [p.line for p in other.probe()] or ["no camera found"]
             other.close()
         except Exception as exc:

@@ -1,15 +1,20 @@
 """The composition root: settings → database → booking store, built the same way for every face
-(CLI, API, supervisor), so that they cannot disagree about where the data lives."""
+(CLI, API, supervisor), so that they cannot disagree about where the data lives; and the choice
+of each driver family's implementation from the settings."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from controller.config import Settings, load_settings
 from controller.db import Database
+from controller.drivers.cameras import CameraDriver
 from controller.fsm import BookingStore, RetryPolicy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,3 +48,36 @@ def open_context(
         max_length=timedelta(hours=settings.max_booking_h),
     )
     return Context(settings=settings, db=db, store=store)
+
+
+def open_cameras(settings: Settings) -> CameraDriver:
+    """The camera driver named by CAMERA_DRIVER; `auto` is Picamera2 when it imports and sees
+    cameras, else the synthetic test patterns.
+
+    Imports are local so that choosing one never drags in picamera2 or ffmpeg checks.
+    """
+    choice = settings.camera_driver
+    if choice == "synthetic":
+        from controller.drivers.cameras.synthetic import SyntheticDriver
+
+        return SyntheticDriver(settings)
+    if choice == "v4l2":
+        from controller.drivers.cameras.v4l2 import V4L2Driver
+
+        return V4L2Driver(settings)
+    from controller.drivers.cameras.picamera2 import Picamera2Driver, picamera2_available
+
+    if choice == "picamera2":
+        return Picamera2Driver(settings)
+    why = picamera2_available()
+    if why is None:
+        return Picamera2Driver(settings)
+    # Loud on purpose: on a venue box this means the customers' videos will be test patterns.
+    log.warning(
+        "CAMERA_DRIVER=auto: no usable Picamera2 camera (%s); recording SYNTHETIC test patterns "
+        "instead. Set EZREC_CAMERA_DRIVER=picamera2 or v4l2 on a real installation.",
+        why,
+    )
+    from controller.drivers.cameras.synthetic import SyntheticDriver
+
+    return SyntheticDriver(settings)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller.drivers.camera import CameraDriver, CameraInfo
+from controller.drivers.cameras import CameraDriver, CameraInfo
 from controller.fsm import BookingStore
 
 log = logging.getLogger("ezrec.supervisor")

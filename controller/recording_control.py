@@ -20,7 +20,7 @@ from controller.config import Settings
 from controller.db import Booking
 from controller.dbhealth import is_unavailable
 from controller.disk_guard import DiskGuard
-from controller.drivers.camera import CameraDriver, CameraError, RecordingHandle
+from controller.drivers.cameras import CameraDriver, CameraError, RecordingHandle
 from controller.fsm import BookingStore, InvalidTrigger, StaleVersion
 from controller.fsm.states import State
 from controller.heartbeat import Heartbeat

@@ -28,7 +28,7 @@ from controller.config import Settings
 from controller.db import Booking, utcnow
 from controller.dbhealth import Outage, is_unavailable
 from controller.disk_guard import DiskGuard
-from controller.drivers.camera import CameraDriver
+from controller.drivers.cameras import CameraDriver
 from controller.drivers.disk_reserve import DiskReserve
 from controller.drivers.media import MediaCache
 from controller.drivers.storage import Storage
@@ -252,7 +252,7 @@ class Supervisor:
 def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
     """The supervisor with the real drivers chosen by the settings."""
     from controller import status
-    from controller.drivers.camera import open_camera_driver
+    from controller.context import open_cameras
     from controller.drivers.cloud_sync import start_sync
     from controller.drivers.nudge import NudgeListener, send_nudge
     from controller.drivers.storage import open_storage
@@ -260,7 +260,7 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
 
     listener = NudgeListener(settings.data_dir)
     try:
-        cameras = open_camera_driver(settings)
+        cameras = open_cameras(settings)
         supervisor = Supervisor(
             settings,
             store,

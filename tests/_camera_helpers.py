@@ -1,16 +1,24 @@
-"""Helpers for the camera driver tests: small settings and ffprobe readings of real files."""
+"""Helpers for the camera driver tests: small settings, ffprobe readings of real files, and
+cameras made to fail (through the fake ffmpeg in tests/fake_ffmpeg)."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from controller.config import Settings
+from tests.fake_ffmpeg.inject import FAIL_ENV, parse_failures
+
+FAKE_FFMPEG_DIR = Path(__file__).with_name("fake_ffmpeg")
 
 W, H, FPS = 160, 120, 15
 
@@ -83,3 +91,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.2) ->
         time.sleep(step)
         value = predicate()
     return value
+
+
+def camera_faults(spec: str) -> dict[str, str]:
+    """The environment that makes the cameras' ffmpeg fail as `spec` says (see
+    tests/fake_ffmpeg/inject.py), for this process or an `ezrec` subprocess. A typo in `spec`
+    fails here (ValueError), not mid-test."""
+    parse_failures(spec)
+    return {
+        FAIL_ENV: spec,
+        "PATH": f"{FAKE_FFMPEG_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+        "EZRECTEST_PYTHON": sys.executable,
+    }
+
+
+def inject_camera_faults(monkeypatch: pytest.MonkeyPatch, spec: str) -> None:
+    """camera_faults() for the drivers of this process, undone after the test."""
+    for key, value in camera_faults(spec).items():
+        monkeypatch.setenv(key, value)

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from controller.drivers.camera import CameraError
-from controller.drivers.picamera2 import Picamera2Driver
-from controller.drivers.v4l2 import V4L2Driver
+from controller.drivers.cameras import CameraError
+from controller.drivers.cameras.picamera2 import Picamera2Driver
+from controller.drivers.cameras.v4l2 import V4L2Driver
 from controller.recordings import read_manifest, read_runs
 from tests._camera_helpers import FPS, small_settings
 
@@ -98,7 +98,7 @@ def test_v4l2_hand_over_keeps_one_process_and_loses_no_frame(tmp_path: Path) -> 
 
     def start(booking_id: str, out_dir: Path) -> Any:
         handle = real_start(booking_id, out_dir)
-        spawned.extend(p.proc.pid for p in handle.procs.values())
+        spawned.extend(p.proc.pid for p in handle.sources.values())
         return handle
 
     driver.start = start  # type: ignore[method-assign]

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from controller.drivers import picamera2 as driver_module
-from controller.drivers.camera import CameraError, open_camera_driver
-from controller.drivers.picamera2 import Picamera2Driver, picamera2_available
+from controller.context import open_cameras
+from controller.drivers.cameras import CameraError
+from controller.drivers.cameras import picamera2 as driver_module
+from controller.drivers.cameras.picamera2 import Picamera2Driver, picamera2_available
 from controller.recordings import read_runs
 from tests._camera_helpers import (
     FPS,
@@ -74,7 +75,7 @@ def libcamera_index(camera: int) -> int:
 
 def test_discovery_and_auto_choice(hw: Any, tmp_path: Path) -> None:
     assert picamera2_available() is None
-    chosen = open_camera_driver(small_settings(tmp_path, camera_driver="auto"))
+    chosen = open_cameras(small_settings(tmp_path, camera_driver="auto"))
     assert chosen.name == "picamera2"
     infos = chosen.discover()
     assert [(i.index, i.model, i.up, i.mode) for i in infos] == [
@@ -83,7 +84,7 @@ def test_discovery_and_auto_choice(hw: Any, tmp_path: Path) -> None:
     assert [(i.up, i.detail) for i in chosen.discover()] == [(True, ""), (False, "not found")]
     hw.sensors.clear()
     assert picamera2_available() == "picamera2 sees no camera"
-    assert open_camera_driver(small_settings(tmp_path, camera_driver="auto")).name == "synthetic"
+    assert open_cameras(small_settings(tmp_path, camera_driver="auto")).name == "synthetic"
 
 
 @pytest.mark.slow
@@ -208,7 +209,7 @@ def test_pi5_sync_server_and_client(hw: Any, tmp_path: Path) -> None:
         assert (int(modes[0]["SyncMode"]), int(modes[1]["SyncMode"])) == (1, 2)  # server, client
         assert modes[0]["SyncFrames"] == 2 * FPS
         assert all(pc.encoder.sync_enable and pc.encoder.sync.is_set()
-                   for pc in handle.cams.values())
+                   for pc in handle.sources.values())
         time.sleep(1.0)
         result = driver.stop(handle)
     finally:
@@ -239,7 +240,7 @@ def test_snapshots_and_probe(driver: Picamera2Driver, hw: Any) -> None:
 def test_snapshot_while_recording_reads_the_segments(driver: Picamera2Driver, hw: Any) -> None:
     handle = driver.start("p8", driver.settings.raw_dir / "p8")
     try:
-        cams = handle.cams.values()
+        cams = handle.sources.values()
         assert wait_for(lambda: all(pc.output.frames > FPS for pc in cams), 5)
         assert jpeg_size(driver.snapshot(1, handle)) == (W, H)
         # No handle given: the camera is busy recording, so its files are used, not the sensor.

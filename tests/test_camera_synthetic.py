@@ -18,8 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.drivers.camera import CameraError, FfmpegRecording, open_camera_driver
-from controller.drivers.synthetic import FAIL_ENV, SyntheticDriver, parse_failures
+from controller.context import open_cameras
+from controller.drivers.cameras import CameraError
+from controller.drivers.cameras.synthetic import SyntheticDriver
+from controller.drivers.cameras.template import Recording
 from controller.recordings import RunManifest, next_run, read_runs
 from tests._camera_helpers import (
     FPS,
@@ -27,12 +29,14 @@ from tests._camera_helpers import (
     W,
     ffprobe,
     first_packet_is_keyframe,
+    inject_camera_faults,
     jpeg_mean_diff,
     jpeg_size,
     small_settings,
     total_frames,
     wait_for,
 )
+from tests.fake_ffmpeg.inject import FAIL_ENV, parse_failures
 
 
 @pytest.fixture
@@ -131,9 +135,9 @@ def test_next_run_counts_segments_without_manifest(tmp_path: Path) -> None:
 def test_sigkill_of_the_writer_leaves_readable_segments(tmp_path: Path) -> None:
     driver = SyntheticDriver(small_settings(tmp_path, segment_s=2))
     handle = driver.start("b4", driver.settings.raw_dir / "b4")
-    assert isinstance(handle, FfmpegRecording)
+    assert isinstance(handle, Recording)
     time.sleep(3.3)  # one closed segment, and 1.3 s into the open one
-    os.kill(handle.procs[0].proc.pid, signal.SIGKILL)
+    os.kill(handle.sources[0].proc.pid, signal.SIGKILL)
     events = wait_for(lambda: driver.poll(handle), 3)
     assert [(e.camera, e.kind) for e in events] == [(0, "died")]
     assert "killed by signal 9" in events[0].detail
@@ -161,13 +165,13 @@ def test_supervisor_sigkill_takes_ffmpeg_with_it(tmp_path: Path) -> None:
         from pathlib import Path
         sys.path.insert(0, {str(Path(__file__).parents[1])!r})
         from tests._camera_helpers import small_settings
-        from controller.drivers.synthetic import SyntheticDriver
+        from controller.drivers.cameras.synthetic import SyntheticDriver
         d = SyntheticDriver(small_settings(Path({str(tmp_path)!r})))
         # Started from a short-lived thread: the children must survive the thread.
         box = {{}}
         t = threading.Thread(target=lambda: box.update(h=d.start("b5", d.settings.raw_dir / "b5")))
         t.start(); t.join()
-        print(" ".join(str(p.proc.pid) for p in box["h"].procs.values()), flush=True)
+        print(" ".join(str(p.proc.pid) for p in box["h"].sources.values()), flush=True)
         time.sleep(60)
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
@@ -198,7 +202,7 @@ def _alive(pid: int) -> bool:
 def test_injected_start_failure_is_an_event_not_an_exception(
     driver: SyntheticDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(FAIL_ENV, "1:start")
+    inject_camera_faults(monkeypatch, "1:start")
     out = driver.settings.raw_dir / "b6"
     handle = driver.start("b6", out)
     assert handle.cameras == [0]
@@ -214,7 +218,7 @@ def test_injected_start_failure_is_an_event_not_an_exception(
 def test_no_camera_starting_raises(
     driver: SyntheticDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(FAIL_ENV, "0:start,1:start")
+    inject_camera_faults(monkeypatch, "0:start,1:start")
     with pytest.raises(CameraError, match="no camera could start: camera 0 failed to start"):
         driver.start("b7", driver.settings.raw_dir / "b7")
 
@@ -223,7 +227,7 @@ def test_no_camera_starting_raises(
 def test_died_and_stalled_cameras_are_dropped_and_reported(
     driver: SyntheticDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(FAIL_ENV, "0:stall_after=0.5,1:die_after=1")
+    inject_camera_faults(monkeypatch, "0:stall_after=0.5,1:die_after=1")
     handle = driver.start("b8", driver.settings.raw_dir / "b8")
     seen: list[Any] = []
     deadline = time.monotonic() + 8
@@ -258,16 +262,13 @@ def test_parse_failures(text: str, expected: dict[int, tuple[str, float]]) -> No
              "1:die_after=soon"]
 )
 def test_parse_failures_rejects_bad_entries(text: str) -> None:
-    with pytest.raises(CameraError, match=FAIL_ENV):
+    with pytest.raises(ValueError, match=FAIL_ENV):
         parse_failures(text)
 
 
-def test_bad_injection_fails_at_driver_creation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(FAIL_ENV, "1:explode")
-    with pytest.raises(CameraError, match="bad entry '1:explode'"):
-        SyntheticDriver(small_settings(tmp_path))
+def test_bad_injection_fails_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="bad entry '1:explode'"):
+        inject_camera_faults(monkeypatch, "1:explode")
 
 
 _floats = st.floats(min_value=1e9, max_value=4e9, allow_nan=False)
@@ -314,16 +315,16 @@ def test_discover_and_probe(driver: SyntheticDriver) -> None:
     assert probes[0].line == "camera 0 ok: 160x120@15 (synthetic testsrc2)"
 
 
-def test_open_camera_driver(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+def test_open_cameras(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                             monkeypatch: pytest.MonkeyPatch) -> None:
-    assert open_camera_driver(small_settings(tmp_path, camera_driver="synthetic")).name == \
+    assert open_cameras(small_settings(tmp_path, camera_driver="synthetic")).name == \
         "synthetic"
-    assert open_camera_driver(small_settings(tmp_path, camera_driver="v4l2")).name == "v4l2"
+    assert open_cameras(small_settings(tmp_path, camera_driver="v4l2")).name == "v4l2"
     # auto on a machine without picamera2: synthetic, loudly.
     monkeypatch.setitem(sys.modules, "picamera2", None)  # makes `import picamera2` fail
     with caplog.at_level(logging.WARNING):
-        chosen = open_camera_driver(small_settings(tmp_path, camera_driver="auto"))
+        chosen = open_cameras(small_settings(tmp_path, camera_driver="auto"))
     assert chosen.name == "synthetic"
     assert "SYNTHETIC" in caplog.text and "picamera2 does not import" in caplog.text
     with pytest.raises(CameraError, match="python3-picamera2"):
-        open_camera_driver(small_settings(tmp_path, camera_driver="picamera2"))
+        open_cameras(small_settings(tmp_path, camera_driver="picamera2"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.drivers import v4l2
-from controller.drivers.v4l2 import (
+from controller.drivers.cameras import v4l2
+from controller.drivers.cameras.v4l2 import (
     V4L2Driver,
     choose_input_format,
     device_model,

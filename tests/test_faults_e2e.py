@@ -17,6 +17,7 @@ import pytest
 
 from controller.db import utcnow
 from controller.recordings import read_runs
+from tests._camera_helpers import camera_faults
 from tests._e2e import ROOT, ffmpeg_children_of, probe, state_of, wait_for
 
 pytestmark = pytest.mark.slow
@@ -245,7 +246,7 @@ def test_power_cut_with_a_torn_last_segment(world: Any) -> None:
 
 def test_one_camera_dying_mid_slot_gives_the_other_and_a_note(world: Any) -> None:
     store = world.ctx.store
-    world.start(extra_env={"EZRECTEST_SYNTHETIC_FAIL": "1:kill_after=2"}, ready=True)
+    world.start(extra_env=camera_faults("1:kill_after=2"), ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=6), booking_id="half")
     wait_for(lambda: state_of(world.ctx, "half") == "video_uploaded", 120, "video_uploaded")
@@ -259,7 +260,7 @@ def test_every_camera_dying_delivers_the_partial_footage(world: Any) -> None:
     now = utcnow()
     store.create(now, now + timedelta(seconds=8), booking_id="dead")
     # Both die after 2 s and every restart fails: what was recorded is still delivered.
-    world.start(extra_env={"EZRECTEST_SYNTHETIC_FAIL": "0:kill_after=2,1:kill_after=2",
+    world.start(extra_env={**camera_faults("0:kill_after=2,1:kill_after=2"),
                            "EZREC_MAX_ATTEMPTS": "1"})
     wait_for(lambda: state_of(world.ctx, "dead") == "video_uploaded", 120, "video_uploaded")
     text = history_text(store, "dead")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from controller.db import utcnow
+from tests._camera_helpers import camera_faults
 from tests._e2e import EZREC, env_for, ffmpeg_children_of, probe, state_of, wait_for
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
 
 def test_one_camera_failing_gives_single_layout_and_a_note(tmp_path: Path) -> None:
-    env = env_for(tmp_path, EZRECTEST_SYNTHETIC_FAIL="1:start")
+    env = env_for(tmp_path, **camera_faults("1:start"))
     proc = subprocess.run([EZREC, "demo", "--seconds", "3"], env=env, capture_output=True,
                           text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -32,7 +32,6 @@ from controller.drivers.builder.runner import build, command_lines, make_plan
 from controller.drivers.builder.spec import (
     LAYOUTS,
     POSITIONS,
-    SEGMENT_SUFFIXES,
     BuildError,
     BuildResult,
     BuildSpec,
@@ -49,7 +48,6 @@ from controller.drivers.builder.spec import (
 __all__ = [
     "LAYOUTS",
     "POSITIONS",
-    "SEGMENT_SUFFIXES",
     "BuildError",
     "BuildResult",
     "BuildSpec",

@@ -15,7 +15,7 @@ from pathlib import Path
 from controller.drivers.builder.spec import (
     BuildError,
 )
-from controller.drivers.children import spawn_child
+from controller.drivers.cameras.children import spawn_child
 from controller.drivers.media import ProbeError, ffprobe, video_stream
 
 log = logging.getLogger("ezrec.builder")

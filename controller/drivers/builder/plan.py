@@ -13,13 +13,13 @@ from pathlib import Path
 
 from controller.drivers.builder.spec import (
     POSITIONS,
-    SEGMENT_NAME,
     BuildSpec,
     Feed,
     Overlay,
     Timeline,
 )
 from controller.drivers.media import ProbeError, ffprobe, video_stream
+from controller.recordings import segment_run_seq
 
 TS_PACKET = 188  # an MPEG-TS file is a whole number of these
 MAX_GAP_S = 6 * 3600.0  # a "gap" longer than this is a clock or timestamp error, not downtime
@@ -99,8 +99,7 @@ def _probe_segment(path: Path) -> Segment | str:
         return "no timestamps"
     if duration <= 0:
         return "no frames"
-    match = SEGMENT_NAME.match(path.stem)
-    run, seq = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    run, seq = segment_run_seq(path) or (0, 0)
     fps = frame_rate(stream.get("avg_frame_rate")) or frame_rate(stream.get("r_frame_rate")) or 0.0
     return Segment(
         path, run, seq, start, duration, int(stream["width"]), int(stream["height"]), fps,
@@ -167,11 +166,7 @@ def _declared_durations(feed: Feed, segments: list[Segment]) -> tuple[list[float
 
 
 def _first_seq(feed: Feed, run: int) -> int:
-    seqs = [
-        int(m.group(2))
-        for p in feed.segments
-        if (m := SEGMENT_NAME.match(p.stem)) and int(m.group(1)) == run
-    ]
+    seqs = [rs[1] for p in feed.segments if (rs := segment_run_seq(p)) and rs[0] == run]
     return min(seqs, default=0)
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from controller import recordings
 
 if TYPE_CHECKING:
     from controller.config import Settings
@@ -17,8 +16,6 @@ LAYOUTS = ("side_by_side", "stacked", "pip", "single", "separate")
 POSITIONS = (
     "top_left", "top", "top_right", "left", "right", "bottom_left", "bottom", "bottom_right"
 )  # fmt: skip
-SEGMENT_SUFFIXES = (".ts", ".mp4", ".m4s", ".mkv")
-SEGMENT_NAME = re.compile(r"^(\d+)-(\d+)$")
 
 
 ProgressFn = Callable[[float], None]
@@ -106,38 +103,13 @@ class BuildError(Exception):
 
 # -- inputs: raw dir -> feeds --------------------------------------------------------------
 def feeds_from_raw_dir(raw_dir: Path, rotations: Sequence[int] = ()) -> list[Feed]:
-    """The feeds of a booking's raw dir (``cam<N>/<run>-<seq>.ts`` + ``run-<run>.json``)."""
-    feeds: list[Feed] = []
-    if not raw_dir.is_dir():
-        return feeds
-    cams = [p for p in raw_dir.iterdir() if p.is_dir() and re.fullmatch(r"cam\d+", p.name)]
-    for cam_dir in sorted(cams, key=lambda p: int(p.name[3:])):
-        camera = int(cam_dir.name[3:])
-        # A run the camera went on recording after (a hand-over to the next booking) is cut
-        # where this booking's part of it ends.
-        limits: dict[int, int] = {}
-        for manifest in cam_dir.glob("run-*.json"):
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                data = json.loads(manifest.read_text())
-                if data.get("last_seq") is not None:
-                    limits[int(data["run"])] = int(data["last_seq"])
-        segments = sorted(
-            p for p in cam_dir.iterdir()
-            if p.suffix in SEGMENT_SUFFIXES and p.is_file() and _in_limit(p, limits)
-        )
-        run_starts: list[tuple[int, float]] = []
-        for manifest in sorted(cam_dir.glob("run-*.json")):
-            try:
-                data = json.loads(manifest.read_text())
-                run_starts.append((int(data["run"]), float(data["started_at"])))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # a manifest without a start only costs the alignment of that run
-        run_starts.sort()
-        first_run = _run_of(segments[0]) if segments else None
-        started = dict(run_starts).get(first_run) if first_run is not None else None
-        rotation = int(rotations[camera]) if camera < len(rotations) else 0
-        feeds.append(Feed(camera, segments, started, rotation, tuple(run_starts)))
-    return feeds
+    """The feeds of a booking's raw dir, as `controller.recordings` reads its layout (a run
+    the camera went on recording for the next booking is cut where this booking's part ends)."""
+    return [
+        Feed(f.camera, f.segments, f.started_at,
+             int(rotations[f.camera]) if f.camera < len(rotations) else 0, f.run_starts)
+        for f in recordings.footage(raw_dir)
+    ]
 
 
 def spec_from_settings(
@@ -202,15 +174,3 @@ def output_paths(spec: BuildSpec, cameras: Iterable[int] | None = None) -> list[
         return [spec.output]
     cams = list(cameras) if cameras is not None else [f.camera for f in spec.feeds]
     return [spec.output.with_name(f"{spec.output.stem}-cam{c}{spec.output.suffix}") for c in cams]
-
-
-def _in_limit(path: Path, limits: dict[int, int]) -> bool:
-    match = SEGMENT_NAME.match(path.stem)
-    if not match or int(match.group(1)) not in limits:
-        return True
-    return int(match.group(2)) <= limits[int(match.group(1))]
-
-
-def _run_of(path: Path) -> int:
-    match = SEGMENT_NAME.match(path.stem)
-    return int(match.group(1)) if match else 0

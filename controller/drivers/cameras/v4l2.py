@@ -4,7 +4,8 @@ Devices come from the V4L2_DEVICES setting (in camera order) or, when it is empt
 `/dev/v4l/by-id/*-video-index0` sorted by name: by-id names are stable across reboots and USB
 ports, unlike /dev/videoN. Per device, the driver asks ffmpeg for the formats the camera offers
 (`-list_formats all`) and prefers MJPEG at the configured size, because raw YUYV over USB 2 cannot
-carry 720p30. Recording, health and the segment layout are the shared ffmpeg ones (camera.py).
+carry 720p30. Recording, health and the segment layout are the shared ffmpeg ones
+(ffmpeg_source.py).
 
 Test mode: a device spec `lavfi:<source>` (e.g. `lavfi:testsrc2`) makes ffmpeg's lavfi stand in
 for the device, paced in real time, with size and rate from the settings unless the spec gives
@@ -17,18 +18,10 @@ import functools
 import re
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from controller.drivers.camera import (
-    CameraError,
-    CameraInfo,
-    FfmpegDriver,
-    FfmpegInput,
-    ffmpeg_binary,
-)
-
-if TYPE_CHECKING:
-    from controller.config import Settings
+from controller.drivers.cameras import CameraError, CameraInfo
+from controller.drivers.cameras.ffmpeg_source import FfmpegDriver, FfmpegInput
+from controller.drivers.cameras.ffmpeg_tools import ffmpeg_binary
 
 BY_ID_DIR = Path("/dev/v4l/by-id")
 LAVFI_PREFIX = "lavfi:"
@@ -87,9 +80,6 @@ class V4L2Driver(FfmpegDriver):
     name = "v4l2"
     realtime_input = True  # only lavfi stand-ins need -re; a real device paces itself
     probe_loglevel = "info"  # for the "changed the video from ... to ..." line
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
 
     def devices(self) -> list[str]:
         return list(self.settings.v4l2_devices) or discover_devices()
