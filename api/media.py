@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from api.errors import ApiError
 from api.schemas import no_body, read_json
 from api.state import ApiState, api_state
-from controller.drivers.media import MediaCache
+from controller.drivers.media_cache import MediaCache
 from controller.jobs import media_in_use
 
 log = logging.getLogger("ezrec.api")

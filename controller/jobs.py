@@ -18,7 +18,7 @@ from controller.config import Settings
 from controller.db import Booking
 from controller.drivers import builder as builder_mod
 from controller.drivers import storage as storage_mod
-from controller.drivers.media import MediaCache
+from controller.drivers.media_cache import MediaCache
 
 Progress = Callable[[float], None]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from controller import jobs
 from controller.context import Context
-from controller.drivers.media import MediaCache
+from controller.drivers.media_cache import MediaCache
 
 
 def png(path: Path, colour: str) -> Path:

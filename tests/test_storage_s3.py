@@ -22,14 +22,15 @@ import httpx
 import pytest
 
 from controller.config import load_settings
+from controller.context import open_storage
 from controller.drivers.storage import (
     FileCheckpoint,
     KeyScheme,
     StorageError,
     UploadInterrupted,
-    open_storage,
 )
-from controller.drivers.storage_s3 import MiB, S3Storage, parse_s3_url
+from controller.drivers.storage.s3 import S3Storage, parse_s3_url
+from controller.drivers.storage.s3_plan import MiB
 from tests._s3server import MotoServer, free_port
 
 TEMPLATE = "{prefix}/{device}/{yyyy}/{mm}/{dd}/{booking}.mp4"
@@ -198,7 +199,7 @@ import json, os, signal, sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from controller.drivers.storage import FileCheckpoint, KeyScheme
-from controller.drivers.storage_s3 import S3Storage
+from controller.drivers.storage.s3 import S3Storage
 s3 = S3Storage(bucket={s3_bucket!r}, scheme=KeyScheme({TEMPLATE!r}, prefix="v", device="d"),
                endpoint_url={s3_server.endpoint_url!r}, part_size={PART}, concurrency=2)
 def started(request, **_):

@@ -4,7 +4,6 @@ wrote before it replaces anything."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import threading
@@ -16,24 +15,11 @@ from controller.drivers.builder.spec import (
     BuildError,
 )
 from controller.drivers.children import spawn_child
-from controller.drivers.media import ProbeError, ffprobe, video_stream
+from controller.drivers.ffprobe import ProbeError, ffprobe, video_stream
 
 log = logging.getLogger("ezrec.builder")
 
 STOP_GRACE_S = 5.0  # how long ffmpeg gets to finish cleanly after 'q' before it is killed
-
-
-def durable_replace(temp: Path, final: Path) -> None:
-    # fsync before and after the rename: a power cut must leave the old or the new file whole.
-    with temp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temp, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def run_ffmpeg(

@@ -19,7 +19,7 @@ from controller.drivers.builder.spec import (
     Overlay,
     Timeline,
 )
-from controller.drivers.media import ProbeError, ffprobe, video_stream
+from controller.drivers.ffprobe import ProbeError, ffprobe, video_stream
 
 TS_PACKET = 188  # an MPEG-TS file is a whole number of these
 MAX_GAP_S = 6 * 3600.0  # a "gap" longer than this is a clock or timestamp error, not downtime
