@@ -30,6 +30,7 @@ from controller.db import (
     OutboxRow,
     SlotLock,
     TransitionRow,
+    upsert,
     utcnow,
 )
 from controller.fsm.machine import (
@@ -488,22 +489,9 @@ class BookingStore:
     # -- small shared facts ----------------------------------------------------------------
 
     def kv_set(self, key: str, value: Any) -> None:
-        now = self.clock()
-        text = json.dumps(value, default=str)
-        for _ in range(3):
-            try:
-                with self.db.session() as session:
-                    done = session.execute(
-                        update(KeyValue)
-                        .where(KeyValue.key == key)
-                        .values(value=text, updated_at=now)
-                        .execution_options(synchronize_session=False)
-                    )
-                    if done.rowcount == 0:  # type: ignore[attr-defined]
-                        session.add(KeyValue(key=key, value=text, updated_at=now))
-                return
-            except IntegrityError:
-                continue  # another process inserted it first: update on the next round
+        row = {"key": key, "value": json.dumps(value, default=str), "updated_at": self.clock()}
+        with self.db.session() as session:
+            upsert(session, KeyValue, row)
 
     def kv_get(self, key: str) -> tuple[Any, datetime] | None:
         with self.db.reader() as session:
