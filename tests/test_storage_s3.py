@@ -26,9 +26,12 @@ from controller.context import open_storage
 from controller.drivers.storage import (
     FileCheckpoint,
     KeyScheme,
+    ServerSideCopy,
+    Storage,
     StorageError,
     UploadInterrupted,
 )
+from controller.drivers.storage.local import LocalStorage
 from controller.drivers.storage.s3 import S3Storage, parse_s3_url
 from controller.drivers.storage.s3_plan import MiB
 from tests._s3server import MotoServer, free_port
@@ -388,6 +391,12 @@ def test_missing_credentials_are_not_retryable(
         s3.upload(video, "k/b1.mp4")
     assert not exc.value.retryable
 
+
+
+def test_only_s3_copies_server_side(s3: S3Storage, tmp_path: Path) -> None:
+    local = LocalStorage(tmp_path, KeyScheme(TEMPLATE, prefix="", device="d"))
+    assert isinstance(s3, Storage) and isinstance(s3, ServerSideCopy)
+    assert isinstance(local, Storage) and not isinstance(local, ServerSideCopy)
 
 def test_open_storage_from_settings(s3_server: MotoServer, tmp_path: Path) -> None:
     settings = load_settings(

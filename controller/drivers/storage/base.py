@@ -109,6 +109,15 @@ class Storage(Protocol):
     def check(self) -> str: ...
 
 
+
+@runtime_checkable
+class ServerSideCopy(Protocol):
+    """A backend that copies an object to another key without the bytes passing through the
+    box (S3): the share links point at such copies, so that revoking a link can delete what it
+    opens. Ask with ``isinstance(storage, ServerSideCopy)``."""
+
+    def copy(self, key: str, new_key: str) -> None: ...
+
 def local_source(path: Path) -> int:
     """The size of the file to upload, or a clear non-retryable error."""
     try:
