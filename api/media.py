@@ -22,7 +22,7 @@ from api.errors import ApiError
 from api.schemas import no_body, read_json
 from api.state import ApiState, api_state
 from controller.booking_media import media_in_use
-from controller.drivers.media import MediaCache
+from controller.drivers.media_cache import MediaCache
 
 log = logging.getLogger("ezrec.api")
 

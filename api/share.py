@@ -20,8 +20,9 @@ from api.errors import ApiError
 from api.schemas import no_body, read_json, valid_id
 from api.state import api_state
 from controller import qrcodes, share
+from controller.context import open_storage
 from controller.db import Booking
-from controller.drivers.storage import StorageError, open_storage
+from controller.drivers.storage import StorageError
 
 CLIP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 

@@ -33,7 +33,8 @@ import boto3
 
 from bench._table import emit
 from controller.drivers.storage import FileCheckpoint, KeyScheme, UploadInterrupted
-from controller.drivers.storage_s3 import MiB, S3Storage, plan_file
+from controller.drivers.storage.s3 import S3Storage
+from controller.drivers.storage.s3_plan import MiB, plan_file
 
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "bench",

@@ -10,7 +10,7 @@ from typing import Any
 from controller.config import Settings
 from controller.db import Booking
 from controller.drivers import builder
-from controller.drivers.media import Kind, MediaCache
+from controller.drivers.media_cache import Kind, MediaCache
 from controller.fsm import BookingStore
 from controller.fsm.states import NOT_BUILT
 

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from controller import qrcodes, share
 from controller.cli import context, json_option, main, nudge, out, print_json, when
-from controller.context import Context
+from controller.context import Context, open_storage
 from controller.db import Booking
-from controller.drivers.storage import StorageError, open_storage
+from controller.drivers.storage import StorageError
 from controller.fsm.marks import marks_of, record_mark
 from controller.timeparse import parse_time
 

@@ -195,7 +195,7 @@ def build(ctx: click.Context, booking_id: str, print_only: bool) -> None:
 
     from controller import video_jobs
     from controller.drivers import builder
-    from controller.drivers.media import MediaCache
+    from controller.drivers.media_cache import MediaCache
 
     c = context(ctx)
     booking = c.store.get(booking_id)
@@ -277,10 +277,10 @@ def _check_cloud(settings: Any) -> tuple[bool, str]:
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
     """Check ffmpeg, cameras, storage, cloud credentials, disk and clock; say what to fix."""
-    from controller.context import open_cameras
+    from controller.context import open_cameras, open_storage
     from controller.drivers import system
-    from controller.drivers.media import MediaCache
-    from controller.drivers.storage import StorageError, open_storage
+    from controller.drivers.media_cache import MediaCache
+    from controller.drivers.storage import StorageError
 
     c = context(ctx)
     s = c.settings

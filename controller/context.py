@@ -1,6 +1,6 @@
 """The composition root: settings → database → booking store, built the same way for every face
 (CLI, API, supervisor), so that they cannot disagree about where the data lives; and the choice
-of each driver family's implementation from the settings."""
+of each driver family's implementation (cameras, storage) from the settings."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from controller.config import Settings, load_settings
 from controller.db import Database
 from controller.drivers.cameras import CameraDriver
+from controller.drivers.storage import KeyScheme, Storage, StorageError
 from controller.fsm import BookingStore, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -81,3 +82,37 @@ def open_cameras(settings: Settings) -> CameraDriver:
     from controller.drivers.cameras.synthetic import SyntheticDriver
 
     return SyntheticDriver(settings)
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The backend named by ``settings.storage_url``; raises StorageError(retryable=False) on a
+    bad URL, template or SSE value. Opens no network connection."""
+    url = settings.storage_url
+    if url.startswith("file://"):
+        from controller.drivers.storage.local import LocalStorage
+
+        root = Path(url.removeprefix("file://")).expanduser()
+        if not root.is_absolute():
+            root = settings.data_dir / root
+        scheme = KeyScheme(settings.s3_key_template, prefix="", device=settings.device_id)
+        return LocalStorage(root, scheme)
+    if url.startswith("s3://"):
+        # Imported here: boto3 takes a while to load, and a box storing locally never needs it.
+        from controller.drivers.storage.s3 import S3Storage, parse_s3_url
+
+        bucket, prefix = parse_s3_url(url)
+        return S3Storage(
+            bucket=bucket,
+            scheme=KeyScheme(settings.s3_key_template, prefix=prefix, device=settings.device_id),
+            endpoint_url=settings.s3_endpoint_url,
+            sse=settings.s3_sse,
+            presign_s=settings.s3_presign_s,
+            part_size=settings.s3_part_size_mb * 1024 * 1024,
+            concurrency=settings.s3_concurrency,
+            connect_timeout_s=min(10.0, settings.s3_timeout_s),
+            read_timeout_s=settings.s3_timeout_s,
+        )
+    raise StorageError(
+        f"bad setting EZREC_STORAGE_URL: {url!r} must start with file:// or s3://",
+        retryable=False,
+    )

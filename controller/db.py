@@ -1,7 +1,8 @@
 """Database: SQLAlchemy 2 engine and sessions, the tables, and Alembic migrations.
 
 SQLite (WAL, busy timeout) is the embedded default; the same code runs on PostgreSQL for a
-fleet, so nothing here uses SQLite-only SQL. Times are stored as naive UTC and handed out as
+fleet, so nothing here uses SQLite-only SQL (`upsert` picks the dialect's own INSERT ... ON
+CONFLICT, which both spell the same way). Times are stored as naive UTC and handed out as
 UTC-aware datetimes, so that no caller ever has to guess a time zone.
 """
 
@@ -19,6 +20,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -31,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -223,6 +226,32 @@ class KeyValue(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# Both dialects' INSERT has the same on_conflict_do_update(index_elements=, set_=).
+_UPSERT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def upsert(
+    session: Session,
+    model: type[Base],
+    values: dict[str, Any],
+    *,
+    update: dict[str, Any | ColumnElement[Any]] | None = None,
+) -> None:
+    """Insert the row `values`, or, if its primary key is taken, update that row: one atomic
+    statement (INSERT ... ON CONFLICT DO UPDATE), so that two writers racing on a new key
+    cannot both insert. `update` says what changes on a conflict (default: every non-key
+    column to the new value); its values may be SQL expressions of the existing row."""
+    dialect = session.get_bind().dialect.name
+    insert = _UPSERT_INSERTS.get(dialect)
+    if insert is None:
+        raise NotImplementedError(f"no upsert for the {dialect} dialect")
+    stmt = insert(model).values(**values)
+    keys = [column.name for column in model.__table__.primary_key.columns]
+    if update is None:
+        update = {name: stmt.excluded[name] for name in values if name not in keys}
+    session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update))
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

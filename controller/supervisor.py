@@ -30,7 +30,7 @@ from controller.dbhealth import Outage, is_unavailable
 from controller.disk_guard import DiskGuard
 from controller.drivers.cameras import CameraDriver
 from controller.drivers.disk_reserve import DiskReserve
-from controller.drivers.media import MediaCache
+from controller.drivers.media_cache import MediaCache
 from controller.drivers.storage import Storage
 from controller.fsm import BookingStore
 from controller.fsm.states import FAILED, State
@@ -252,10 +252,9 @@ class Supervisor:
 def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
     """The supervisor with the real drivers chosen by the settings."""
     from controller import status
-    from controller.context import open_cameras
+    from controller.context import open_cameras, open_storage
     from controller.drivers.cloud_sync import start_sync
     from controller.drivers.nudge import NudgeListener, send_nudge
-    from controller.drivers.storage import open_storage
     from controller.drivers.watchdog import SdNotifier
 
     listener = NudgeListener(settings.data_dir)

@@ -22,7 +22,7 @@ from controller import booking_media, clips, recordings
 from controller.config import Settings
 from controller.db import Booking
 from controller.drivers import builder
-from controller.drivers.media import MediaCache
+from controller.drivers.media_cache import MediaCache
 from controller.drivers.storage import FileCheckpoint, Storage, StorageError
 
 Progress = Callable[[float], None]

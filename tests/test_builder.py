@@ -29,7 +29,7 @@ from controller.drivers.builder import (
 )
 from controller.drivers.builder.ffmpeg_run import run_ffmpeg
 from controller.drivers.builder.plan import place_overlays
-from controller.drivers.media import ffprobe
+from controller.drivers.ffprobe import ffprobe
 from tests._media_fixtures import (
     FPS,
     ffmpeg,

@@ -18,10 +18,9 @@ import pytest
 
 from controller import clips, video_jobs
 from controller.config import Settings
-from controller.context import Context
+from controller.context import Context, open_storage
 from controller.drivers.builder.clips import cut_clip
-from controller.drivers.media import MediaCache
-from controller.drivers.storage import open_storage
+from controller.drivers.media_cache import MediaCache
 from controller.fsm.marks import record_mark
 from controller.recordings import booking_files
 from tests._media_fixtures import ffmpeg, make_intro

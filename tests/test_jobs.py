@@ -12,7 +12,7 @@ import pytest
 
 from controller import booking_media, video_jobs
 from controller.context import Context
-from controller.drivers.media import MediaCache
+from controller.drivers.media_cache import MediaCache
 from controller.job_runner import transition
 
 

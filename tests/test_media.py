@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from controller.drivers.media import MediaCache, Resolved
+from controller.drivers.media_cache import MediaCache, Resolved
 from tests._media_fixtures import make_intro, make_logo
 
 HASHED = re.compile(r"^[0-9a-f]{64}\.(png|mp4|ts|mov|mkv|webm)$")

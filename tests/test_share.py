@@ -24,9 +24,8 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from controller import qrcodes, share, video_jobs
 from controller.config import Settings
-from controller.context import Context, open_context
+from controller.context import Context, open_context, open_storage
 from controller.drivers.mailer import Mailer
-from controller.drivers.storage import open_storage
 from controller.recordings import booking_files
 from controller.replay_service import ReplayKeeper
 from tests._s3server import MotoServer, free_port

@@ -15,16 +15,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.config import Settings, load_settings
+from controller.context import open_storage
 from controller.drivers.storage import (
     FileCheckpoint,
     KeyScheme,
     Storage,
     StorageError,
     UploadInterrupted,
-    open_storage,
     retention_due,
 )
-from controller.drivers.storage_local import LocalStorage
+from controller.drivers.storage.local import LocalStorage
 
 TEMPLATE = "{prefix}/{device}/{yyyy}/{mm}/{dd}/{booking}.mp4"
 START = datetime(2024, 3, 7, 18, 30, tzinfo=UTC)

@@ -22,14 +22,18 @@ import httpx
 import pytest
 
 from controller.config import load_settings
+from controller.context import open_storage
 from controller.drivers.storage import (
     FileCheckpoint,
     KeyScheme,
+    ServerSideCopy,
+    Storage,
     StorageError,
     UploadInterrupted,
-    open_storage,
 )
-from controller.drivers.storage_s3 import MiB, S3Storage, parse_s3_url
+from controller.drivers.storage.local import LocalStorage
+from controller.drivers.storage.s3 import S3Storage, parse_s3_url
+from controller.drivers.storage.s3_plan import MiB
 from tests._s3server import MotoServer, free_port
 
 TEMPLATE = "{prefix}/{device}/{yyyy}/{mm}/{dd}/{booking}.mp4"
@@ -198,7 +202,7 @@ import json, os, signal, sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from controller.drivers.storage import FileCheckpoint, KeyScheme
-from controller.drivers.storage_s3 import S3Storage
+from controller.drivers.storage.s3 import S3Storage
 s3 = S3Storage(bucket={s3_bucket!r}, scheme=KeyScheme({TEMPLATE!r}, prefix="v", device="d"),
                endpoint_url={s3_server.endpoint_url!r}, part_size={PART}, concurrency=2)
 def started(request, **_):
@@ -387,6 +391,12 @@ def test_missing_credentials_are_not_retryable(
         s3.upload(video, "k/b1.mp4")
     assert not exc.value.retryable
 
+
+
+def test_only_s3_copies_server_side(s3: S3Storage, tmp_path: Path) -> None:
+    local = LocalStorage(tmp_path, KeyScheme(TEMPLATE, prefix="", device="d"))
+    assert isinstance(s3, Storage) and isinstance(s3, ServerSideCopy)
+    assert isinstance(local, Storage) and not isinstance(local, ServerSideCopy)
 
 def test_open_storage_from_settings(s3_server: MotoServer, tmp_path: Path) -> None:
     settings = load_settings(

@@ -15,6 +15,8 @@ import logging
 import os
 from pathlib import Path
 
+from controller.fileio import durable_replace
+
 log = logging.getLogger("ezrec.disk")
 
 MiB = 1024 * 1024
@@ -51,10 +53,9 @@ class DiskReserve:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.posix_fallocate(fd, 0, self.size)
-                os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, self.path)
+            durable_replace(tmp, self.path)
             return True
         except OSError as exc:
             with contextlib.suppress(OSError):

@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller.db import Booking, Database, KeyValue, SlotLock, TransitionRow, utcnow
+from controller.db import Booking, Database, KeyValue, SlotLock, TransitionRow, upsert, utcnow
 from controller.fsm.checks import check_fields, check_times, new_booking_id
 from controller.fsm.errors import (
     BookingError,
@@ -286,22 +286,9 @@ class BookingStore(BookingQueries, OutboxQueue):
     # -- small shared facts ----------------------------------------------------------------
 
     def kv_set(self, key: str, value: Any) -> None:
-        now = self.clock()
-        text = json.dumps(value, default=str)
-        for _ in range(3):
-            try:
-                with self.db.session() as session:
-                    done = session.execute(
-                        update(KeyValue)
-                        .where(KeyValue.key == key)
-                        .values(value=text, updated_at=now)
-                        .execution_options(synchronize_session=False)
-                    )
-                    if done.rowcount == 0:  # type: ignore[attr-defined]
-                        session.add(KeyValue(key=key, value=text, updated_at=now))
-                return
-            except IntegrityError:
-                continue  # another process inserted it first: update on the next round
+        row = {"key": key, "value": json.dumps(value, default=str), "updated_at": self.clock()}
+        with self.db.session() as session:
+            upsert(session, KeyValue, row)
 
     def kv_get(self, key: str) -> tuple[Any, datetime] | None:
         with self.db.reader() as session:

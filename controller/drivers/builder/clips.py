@@ -32,9 +32,10 @@ from controller.drivers.builder.fastpath import (
     _stream_params,
     _x264_params,
 )
-from controller.drivers.builder.ffmpeg_run import durable_replace, run_ffmpeg, validate
+from controller.drivers.builder.ffmpeg_run import run_ffmpeg, validate
 from controller.drivers.builder.spec import BuildError
-from controller.drivers.media import ProbeError, ffprobe
+from controller.drivers.ffprobe import ProbeError, ffprobe
+from controller.fileio import durable_replace
 
 
 @dataclass(frozen=True)

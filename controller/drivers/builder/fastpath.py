@@ -29,7 +29,8 @@ from controller.drivers.builder.spec import (
     Timeline,
     output_paths,
 )
-from controller.drivers.media import ProbeError, ffprobe, video_stream
+from controller.drivers.ffprobe import ProbeError, ffprobe, video_stream
+from controller.fileio import durable_replace, sha256_file
 
 _PROFILES = {"baseline": "baseline", "constrained baseline": "baseline", "main": "main"}
 _PROFILES |= {"high": "high"}
@@ -273,7 +274,7 @@ def _intro_job(plan: Plan, params: dict[str, Any]) -> tuple[Path, Job | None]:
     source_id = intro.path.name.split(".", 1)[0]
     if not re.fullmatch(r"[0-9a-f]{64}", source_id):
         # Not from the media cache: key on the content so a changed intro is re-encoded.
-        source_id = _file_sha256(intro.path)
+        source_id = sha256_file(intro.path)
     key_text = json.dumps({k: v for k, v in params.items()}, sort_keys=True)
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     cached = cache / f"{source_id}.intro-{key}.ts"
@@ -320,15 +321,10 @@ def _intro_job(plan: Plan, params: dict[str, Any]) -> tuple[Path, Job | None]:
             temp.unlink(missing_ok=True)
             mismatch.touch()  # remembered: the next booking does not try again
             raise ParamMismatch(MISMATCH)
-        os.replace(temp, cached)
+        durable_replace(temp, cached)
 
     return cached, Job(argv, [], seconds, w, h, after=adopt)
 
 
 class ParamMismatch(Exception):
     pass
-
-
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import subprocess
 import threading
 from collections import deque
@@ -16,24 +15,11 @@ from controller.drivers.builder.spec import (
     BuildError,
 )
 from controller.drivers.cameras.children import spawn_child
-from controller.drivers.media import ProbeError, ffprobe, video_stream
+from controller.drivers.ffprobe import ProbeError, ffprobe, video_stream
 
 log = logging.getLogger("ezrec.builder")
 
 KILL_WAIT_S = 5.0  # a SIGKILLed ffmpeg is reaped well within this (kernel time only)
-
-
-def durable_replace(temp: Path, final: Path) -> None:
-    # fsync before and after the rename: a power cut must leave the old or the new file whole.
-    with temp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temp, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def run_ffmpeg(

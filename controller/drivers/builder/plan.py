@@ -18,7 +18,7 @@ from controller.drivers.builder.spec import (
     Overlay,
     Timeline,
 )
-from controller.drivers.media import ProbeError, ffprobe, video_stream
+from controller.drivers.ffprobe import ProbeError, ffprobe, video_stream
 from controller.recordings import segment_run_seq
 
 TS_PACKET = 188  # an MPEG-TS file is a whole number of these

@@ -14,7 +14,6 @@ from controller.drivers.builder.fastpath import (
     plan_fast,
 )
 from controller.drivers.builder.ffmpeg_run import (
-    durable_replace,
     run_ffmpeg,
     validate,
 )
@@ -42,6 +41,7 @@ from controller.drivers.builder.spec import (
     Overlay,
     ProgressFn,
 )
+from controller.fileio import durable_replace
 
 
 def make_plan(spec: BuildSpec) -> Plan:

@@ -1,33 +1,31 @@
 """The local storage backend (``file://<dir>``): the embedded default, with the same contract
 as S3 — nothing is reported stored until the stored copy has been read back and matched.
 
-A copy goes to a hidden temporary name in the destination directory, is fsynced, read back
-and compared by SHA-256, then renamed into place, so a crash or power cut at any instant leaves
-either no file or the whole verified file under the key, never a truncated one.
+A copy goes to a hidden temporary name in the destination directory, is read back and compared
+by SHA-256, then fsynced and renamed into place (`fileio.durable_replace`), so a crash or power
+cut at any instant leaves either no file or the whole verified file under the key, never a
+truncated one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
-from controller.drivers.storage import (
-    CHUNK,
+from controller.drivers.storage.base import (
     Checkpoint,
-    KeyScheme,
     ProgressFn,
     StorageError,
     StoredObject,
     UploadInterrupted,
-    fsync_dir,
     local_source,
-    sha256_file,
 )
+from controller.drivers.storage.keys import KeyScheme
+from controller.fileio import durable_replace, sha256_file
 
 _TMP_MARK = ".ezrec-tmp-"
 
@@ -82,8 +80,7 @@ class LocalStorage:
                     f"{source_sha[:12]}); the disk may be failing",
                     retryable=True,
                 )
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
+            durable_replace(tmp, dest)
         except OSError as exc:
             # ENOSPC and friends: worth retrying once retention has freed space.
             raise StorageError(
@@ -102,26 +99,28 @@ class LocalStorage:
         on_progress: ProgressFn | None,
         stop: threading.Event | None,
     ) -> str:
-        digest = hashlib.sha256()
+        """Copy `src` to `tmp` in one read; returns the SHA-256 of the bytes read."""
         done = 0
-        try:
-            fin = src.open("rb")
-        except OSError as exc:
-            raise StorageError(f"cannot read {src}: {exc.strerror}", retryable=False) from None
-        with fin, tmp.open("wb") as fout:
-            while chunk := fin.read(CHUNK):
-                if stop is not None and stop.is_set():
-                    raise UploadInterrupted()
-                digest.update(chunk)
-                fout.write(chunk)
-                done += len(chunk)
-                if on_progress is not None:
-                    on_progress(done, size)
-            fout.flush()
-            os.fsync(fout.fileno())
+
+        def write(chunk: bytes) -> None:
+            nonlocal done
+            if stop is not None and stop.is_set():
+                raise UploadInterrupted()
+            fout.write(chunk)
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done, size)
+
+        with tmp.open("wb") as fout:
+            try:
+                digest = sha256_file(src, on_chunk=write)
+            except OSError as exc:
+                if exc.filename != os.fspath(src):
+                    raise  # writing failed: the caller's "cannot store"
+                raise StorageError(f"cannot read {src}: {exc.strerror}", retryable=False) from None
         if done != size:
             raise StorageError(f"{src} changed size while being stored", retryable=True)
-        return digest.hexdigest()
+        return digest
 
     def verify(self, obj: StoredObject, *, deep: bool = False) -> None:
         """Size always; the SHA-256 too when `deep` (a full read of the stored file)."""

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -36,47 +34,18 @@ from typing import Any, Literal
 
 import httpx
 
+from controller.drivers.ffprobe import PROBE_TIMEOUT_S, ProbeError, ffprobe, video_stream
+from controller.fileio import atomic_write, durable_replace, sha256_file
+
 Kind = Literal["video", "image"]
 
 INDEX_NAME = "index.json"
 MAX_BYTES: dict[str, int] = {"video": 500 * 1024 * 1024, "image": 20 * 1024 * 1024}
 MAX_INTRO_S = 120.0  # an "intro" longer than this is a mistake, not an intro
 MAX_LOGO_PX = 2048  # logos are shrunk to this width at most: overlaying a 6000 px PNG is waste
-_PROBE_TIMEOUT_S = 60.0
 
 
-class ProbeError(Exception):
-    """ffprobe could not read the file; the message says why (ffprobe's last error line)."""
-
-
-def ffprobe(path: Path | str, *args: str, timeout: float = _PROBE_TIMEOUT_S) -> dict[str, Any]:
-    """Run ffprobe with JSON output on one file; shared by the builder."""
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", *args, str(path)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ProbeError(f"ffprobe timed out after {timeout:.0f} s") from None
-    err = proc.stderr.decode(errors="replace").strip().splitlines()
-    if proc.returncode != 0:
-        raise ProbeError(err[-1] if err else f"ffprobe exited with {proc.returncode}")
-    try:
-        data: dict[str, Any] = json.loads(proc.stdout or b"{}")
-    except json.JSONDecodeError:
-        raise ProbeError("ffprobe printed no JSON") from None
-    return data
-
-
-def video_stream(info: dict[str, Any]) -> dict[str, Any] | None:
-    """The first video stream of an ffprobe result that is not a cover picture."""
-    for stream in info.get("streams", []):
-        if stream.get("codec_type") == "video" and not stream.get("disposition", {}).get(
-            "attached_pic"
-        ):
-            return stream
-    return None
-
-
-def _decode_first_frame(path: Path, timeout: float = _PROBE_TIMEOUT_S) -> str | None:
+def _decode_first_frame(path: Path, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """Decode one frame for real; None if it worked, else the reason."""
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(path)]
     cmd += ["-map", "0:v:0", "-frames:v", "1", "-f", "null", "-"]
@@ -183,9 +152,7 @@ class MediaCache:
         return data if isinstance(data, dict) else {}
 
     def _save(self, index: dict[str, dict[str, Any]]) -> None:
-        tmp = self.media_dir / f".{INDEX_NAME}.tmp"
-        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
-        os.replace(tmp, self.media_dir / INDEX_NAME)
+        atomic_write(self.media_dir / INDEX_NAME, json.dumps(index, indent=1, sort_keys=True))
 
     def _collect_garbage(self, index: dict[str, dict[str, Any]]) -> None:
         # Derived files (the builder's intro re-encodes) are named "<sha>.<params>.<ext>", so
@@ -220,7 +187,7 @@ class MediaCache:
             raw = Path(tmpdir) / "raw"
             reason = self._fetch(source, raw, MAX_BYTES[kind])
             if reason is None:
-                sha = _sha256(raw)
+                sha = sha256_file(raw)
                 entry["sha256"] = sha
                 stat = None if _is_url(source) else _stat(source)
                 if stat is not None:
@@ -275,7 +242,7 @@ class MediaCache:
             return checked.reason
         final = self.media_dir / f"{sha}.{checked.ext}"
         if kind == "video" and not final.exists():
-            os.replace(raw, final)
+            durable_replace(raw, final)
         entry["path"] = final.name
         return None
 
@@ -324,7 +291,7 @@ def _check_image(path: Path, sha: str, media_dir: Path) -> _Checked:
     cmd += ["-frames:v", "1", "-vf", f"{shrink},format=rgba", "-f", "image2", "-c:v", "png"]
     cmd.append(str(tmp))
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=_PROBE_TIMEOUT_S, check=False)
+        proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         tmp.unlink(missing_ok=True)
         return _Checked(False, "", "not a decodable image (timed out)")
@@ -333,7 +300,7 @@ def _check_image(path: Path, sha: str, media_dir: Path) -> _Checked:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
         detail = f" ({lines[-1]})" if lines else ""
         return _Checked(False, "", f"not a decodable image{detail}")
-    os.replace(tmp, final)
+    durable_replace(tmp, final)
     return _Checked(True, "png")
 
 
@@ -347,8 +314,3 @@ def _stat(source: str) -> tuple[int, float] | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()

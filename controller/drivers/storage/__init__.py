@@ -1,0 +1,31 @@
+"""Where finished videos go. This package's top level is the interface only (`base`, `keys`):
+the backends are `storage.local` and `storage.s3`, and the one chosen from the settings comes
+from `controller.context.open_storage`, so nothing here imports a backend."""
+
+from controller.drivers.storage.base import (
+    Checkpoint,
+    FileCheckpoint,
+    ProgressFn,
+    ServerSideCopy,
+    Storage,
+    StorageError,
+    StoredObject,
+    UploadInterrupted,
+    local_source,
+    retention_due,
+)
+from controller.drivers.storage.keys import KeyScheme
+
+__all__ = [
+    "Checkpoint",
+    "FileCheckpoint",
+    "KeyScheme",
+    "ProgressFn",
+    "ServerSideCopy",
+    "Storage",
+    "StorageError",
+    "StoredObject",
+    "UploadInterrupted",
+    "local_source",
+    "retention_due",
+]
