@@ -138,37 +138,33 @@ class Pull:
     ) -> None:
         if "reschedule" not in allowed_triggers(mine.state):
             self._refuse(result, mine.id, f"not rescheduled: it is {mine.state} here")
-            return
-        try:
-            self.store.fire(
-                mine.id,
-                "reschedule",
-                expected_version=mine.version,
-                detail="rescheduled by the booking system",
-                changes={"start_time": start, "end_time": end},
-            )
-        except Exception as exc:  # overlap, or the supervisor started it meanwhile
-            self._refuse(result, mine.id, f"not rescheduled: {exc}")
-            return
-        result.rescheduled.append(mine.id)
+        elif self._fire(result, mine, "reschedule", "rescheduled",
+                        changes={"start_time": start, "end_time": end}):
+            result.rescheduled.append(mine.id)
 
     def _cancel(self, result: PullResult, mine: Booking) -> None:
         if mine.state == State.CANCELLED:
             return
         if mine.state not in REMOTE_CANCELLABLE:
             self._refuse(result, mine.id, f"not cancelled: it is {mine.state} here")
-            return
+        elif self._fire(result, mine, "cancel", "cancelled"):
+            result.cancelled.append(mine.id)
+
+    def _fire(
+        self, result: PullResult, mine: Booking, trigger: str, done: str, **kwargs: Any
+    ) -> bool:
         try:
             self.store.fire(
                 mine.id,
-                "cancel",
+                trigger,
                 expected_version=mine.version,
-                detail="cancelled by the booking system",
+                detail=f"{done} by the booking system",
+                **kwargs,
             )
-        except Exception as exc:
-            self._refuse(result, mine.id, f"not cancelled: {exc}")
-            return
-        result.cancelled.append(mine.id)
+        except Exception as exc:  # overlap, or the supervisor started it meanwhile
+            self._refuse(result, mine.id, f"not {done}: {exc}")
+            return False
+        return True
 
     def _refuse(self, result: PullResult, booking_id: str, reason: str) -> None:
         result.refused[booking_id] = reason
