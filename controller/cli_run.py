@@ -254,22 +254,10 @@ def _check_clock() -> tuple[bool, str]:
 
 
 def _check_cloud(settings: Any) -> tuple[bool, str]:
-    if not settings.supabase_url or not settings.supabase_key:
-        return True, "booking-system sync off (EZREC_SUPABASE_URL / EZREC_SUPABASE_KEY not set)"
-    import httpx
+    from controller.drivers import supabase
 
-    key = settings.supabase_key.get_secret_value()
-    try:
-        answer = httpx.get(f"{settings.supabase_url.rstrip('/')}/rest/v1/bookings",
-                           params={"select": "id", "limit": "1"},
-                           headers={"apikey": key, "Authorization": f"Bearer {key}"}, timeout=5)
-    except httpx.HTTPError as exc:
-        return False, f"Supabase {settings.supabase_url} unreachable: {exc}"
-    if answer.status_code in (401, 403):
-        return False, f"Supabase refused the key ({answer.status_code}): check EZREC_SUPABASE_KEY"
-    if answer.status_code >= 400:
-        return False, f"Supabase answered {answer.status_code} for table bookings"
-    return True, f"Supabase {settings.supabase_url}: bookings readable"
+    found = supabase.check(settings)
+    return found.ok, found.detail
 
 
 @main.command()

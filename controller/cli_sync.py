@@ -1,6 +1,6 @@
 """`ezrec sync`: one round (or a loop) of the booking-system sync, for operators.
 
-The supervisor runs the same sync in a thread (`controller.drivers.cloud_sync.start_sync`);
+The supervisor runs the same sync in a thread (`controller.sync.start_sync`);
 this verb is for checking credentials and rights, or draining the outbox by hand.
 """
 
@@ -15,14 +15,9 @@ import click
 
 from controller.cli import context, json_option, main, out, print_json
 from controller.config import ConfigError
-from controller.drivers.cloud_sync import (
-    PUSH_BATCH,
-    SupabaseSync,
-    SyncError,
-    SyncWorker,
-    is_configured,
-)
+from controller.drivers.supabase import SupabaseError, is_configured
 from controller.status import collect
+from controller.sync import PUSH_BATCH, SupabaseSync, SyncWorker
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -64,7 +59,7 @@ def sync(ctx: click.Context, once: bool, as_json: bool) -> None:
         engine = SupabaseSync(
             c.settings, c.store, status_fn=lambda: collect(c.settings, c.store)
         )
-    except SyncError as exc:
+    except SupabaseError as exc:
         raise ConfigError(str(exc)) from None
     if once:
         report = engine.run_once()

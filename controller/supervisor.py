@@ -253,9 +253,9 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
     """The supervisor with the real drivers chosen by the settings."""
     from controller import status
     from controller.context import open_cameras, open_storage
-    from controller.drivers.cloud_sync import start_sync
     from controller.drivers.nudge import NudgeListener, send_nudge
     from controller.drivers.watchdog import SdNotifier
+    from controller.sync import start_sync
 
     listener = NudgeListener(settings.data_dir)
     try:

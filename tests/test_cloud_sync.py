@@ -20,14 +20,9 @@ from controller import booking_media
 from controller.cli import main
 from controller.config import Settings, load_settings
 from controller.context import Context, open_context
-from controller.drivers.cloud_sync import (
-    GIVE_UP_AFTER,
-    SupabaseSync,
-    SyncWorker,
-    parse_remote_time,
-    start_sync,
-)
+from controller.drivers.supabase import parse_remote_time
 from controller.status import collect
+from controller.sync import GIVE_UP_AFTER, SupabaseSync, SyncWorker, start_sync
 from tests._postgrest import FakeSupabase
 
 DEVICE = "court-1"
@@ -594,7 +589,7 @@ def test_a_videos_table_without_the_replay_columns_still_gets_the_video(
 ) -> None:
     """A booking system set up before clips and share links existed: PostgREST refuses the
     unknown columns (PGRST204), and the video row and the status must still arrive."""
-    from controller.drivers.cloud_sync import REPLAY_COLUMNS
+    from controller.drivers.supabase import REPLAY_COLUMNS
 
     fake.tables["videos"].columns -= set(REPLAY_COLUMNS)
     remote_booking(fake, "b1", 0.001)
@@ -606,3 +601,23 @@ def test_a_videos_table_without_the_replay_columns_still_gets_the_video(
     video = fake.row("videos", booking_id="b1")
     assert video is not None and video["size"] == 123456
     assert sctx.store.outbox_pending() == []
+
+
+def test_the_doctors_check_uses_the_sync_client(
+    fake: FakeSupabase, sync_settings: Settings, tmp_path: Path
+) -> None:
+    from controller.drivers import supabase
+
+    assert supabase.check(sync_settings) == supabase.Check(
+        True, f"Supabase {fake.url}: bookings readable"
+    )
+    off = supabase.check(load_settings(data_dir=tmp_path / "x", device_id=DEVICE))
+    assert off.ok and "sync off" in off.detail
+    wrong = supabase.check(sync_settings.model_copy(update={"supabase_key": SecretStr("nope")}))
+    assert not wrong.ok and "refused the key (401)" in wrong.detail
+    fake.down("error")
+    failing = supabase.check(sync_settings)
+    assert not failing.ok and "answered 503" in failing.detail
+    fake.down("refuse")
+    away = supabase.check(sync_settings)
+    assert not away.ok and "unreachable" in away.detail

@@ -167,7 +167,7 @@ def test_the_sync_thread_says_one_line_not_a_traceback_when_the_database_is_away
 ) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from controller.drivers.cloud_sync import SyncWorker
+    from controller.sync import SyncWorker
 
     class Away:
         def run_once(self, stop: object = None) -> dict[str, object]:

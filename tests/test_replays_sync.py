@@ -11,7 +11,7 @@ import pytest
 from controller import share
 from controller.config import load_settings
 from controller.context import Context, open_context, open_storage
-from controller.drivers.cloud_sync import SupabaseSync
+from controller.sync import SupabaseSync
 from tests._postgrest import FakeSupabase
 from tests.test_share import uploaded_booking
 
