@@ -21,8 +21,8 @@ from api.state import ApiState, api_state
 from controller.db import utcnow
 from controller.drivers.camera import CameraError, snapshot_from_segments
 from controller.fsm.machine import CONFIRMED
+from controller.health import HEARTBEAT_STALE_S
 from controller.recordings import camera_dir
-from controller.status import HEARTBEAT_STALE_S
 
 # How long before a booking's pre-roll the cameras are left alone.
 PREVIEW_GUARD_S = 15.0

@@ -811,7 +811,7 @@ def _free_disk_mb(path: Path) -> float:
 
 def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
     """The supervisor with the real drivers chosen by the settings."""
-    from controller import status
+    from controller import health
     from controller.drivers.camera import open_camera_driver
     from controller.drivers.cloud_sync import start_sync
     from controller.drivers.media import MediaCache
@@ -840,7 +840,7 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
         sync = start_sync(
             settings,
             store,
-            status_fn=lambda: status.collect(settings, store),
+            status_fn=lambda: health.collect(settings, store),
             on_change=lambda: send_nudge(settings.data_dir),
         )
         if sync is not None:

@@ -27,7 +27,7 @@ from controller.drivers.cloud_sync import (
     parse_remote_time,
     start_sync,
 )
-from controller.status import collect
+from controller.health import collect
 from tests._postgrest import FakeSupabase
 
 DEVICE = "court-1"

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from controller.cli import context, json_option, main, out, print_json
+from controller.cli.context import context
+from controller.cli.output import json_option, out, print_json
 from controller.config import ConfigError
 from controller.drivers.cloud_sync import (
     PUSH_BATCH,
@@ -22,7 +23,7 @@ from controller.drivers.cloud_sync import (
     SyncWorker,
     is_configured,
 )
-from controller.status import collect
+from controller.health import collect
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -49,7 +50,7 @@ def _print_report(report: dict[str, Any]) -> None:
         out.print(f"[red]error[/red] {error}")
 
 
-@main.command()
+@click.command()
 @click.option("--once", is_flag=True, help="One round, then exit (non-zero if a step failed).")
 @json_option
 @click.pass_context
