@@ -23,8 +23,8 @@ from controller.db import utcnow
 from controller.drivers.cameras import CameraError
 from controller.drivers.cameras.ffmpeg_tools import snapshot_from_segments
 from controller.fsm.machine import CONFIRMED
+from controller.health import HEARTBEAT_STALE_S
 from controller.recordings import booking_files
-from controller.status import HEARTBEAT_STALE_S
 
 # How long before a booking's pre-roll the cameras are left alone.
 PREVIEW_GUARD_S = 15.0

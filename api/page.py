@@ -6,7 +6,7 @@ are templates of their own: `/` renders them into the page, `/page/live` renders
 templates again and answers them as JSON for `static/page.js` to swap in every few seconds.
 One template per part, so a polled update cannot look different from a reload.
 
-Both read the status report of `GET /status` (the same cache, `controller.status.collect`)
+Both read the status report of `GET /status` (the same cache, `controller.health.collect`)
 and the booking store. A request with the API token (or any request when none is configured)
 also gets what only the token may see: links that play the videos.
 """

@@ -3,7 +3,7 @@ words, the recent videos with a way to play each, the cameras to aim.
 
 Nothing here renders HTML (the templates do, with autoescaping) or knows HTTP: the page's
 handlers call these with the store, the settings and the status report that `GET /status`
-answers (`controller.status.collect`), so the page and the API cannot disagree.
+answers (`controller.health.collect`), so the page and the API cannot disagree.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from controller.context import Context, open_cameras
 from controller.drivers.cameras import CameraDriver
 from controller.drivers.nudge import send_nudge
 from controller.fsm import BookingStore
-from controller.status import collect
+from controller.health import collect
 
 log = logging.getLogger("ezrec.api")
 

@@ -11,6 +11,8 @@ import re
 import socket
 import string
 import tomllib
+from contextvars import ContextVar
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +29,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    TomlConfigSettingsSource,
 )
 from pydantic_settings.exceptions import SettingsError
 
@@ -267,27 +270,43 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init (the TOML file, passed by load_settings) < environment: env wins.
-        return (env_settings, init_settings)
+        # The first source wins: environment > load_settings' arguments > the TOML file.
+        return (env_settings, init_settings, TomlFile(settings_cls, _toml_file.get()))
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path}: not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
-    # Accept both `fps = 30` and `EZREC_FPS = 30`, and an optional [ezrec] table.
-    table = data.get("ezrec", data)
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        name = key.lower().removeprefix("ezrec_")
-        if name not in Settings.model_fields:
-            raise ConfigError(f"config file {path}: unknown setting {key!r}")
-        out[name] = value
-    return out
+# The file of the load_settings call in progress. pydantic-settings takes a TOML file only
+# from the class's model_config, not per instance (pydantic-settings#259), and one class
+# serves every file, so the path reaches settings_customise_sources through this variable.
+_toml_file: ContextVar[Path | None] = ContextVar("ezrec_toml_file", default=None)
+
+
+class TomlFile(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source, with EZREC's spelling of a file and its errors.
+
+    A file may say `fps = 30` or `EZREC_FPS = 30`, at the top or in an `[ezrec]` table. A
+    missing file, bad TOML or an unknown key is a ConfigError naming the file, not a file
+    quietly ignored.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        if path is not None and not path.is_file():
+            raise ConfigError(f"config file {path}: not found")
+        self.known = frozenset(settings_cls.model_fields)  # the base reads the file in __init__
+        super().__init__(settings_cls, toml_file=path)
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file_path}: not valid TOML ({exc})") from None
+        table = data.get("ezrec", data)
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            name = key.lower().removeprefix("ezrec_")
+            if name not in self.known:
+                raise ConfigError(f"config file {file_path}: unknown setting {key!r}")
+            values[name] = value
+        return values
 
 
 def _one_line(exc: ValidationError, file: Path | None) -> str:
@@ -306,24 +325,22 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     """Build the Settings, raising ConfigError with one line that names a bad setting."""
     path_str = config_file or os.environ.get("EZREC_CONFIG")
     path = Path(path_str).expanduser() if path_str else None
-    values: dict[str, Any] = _read_toml(path) if path else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
     # EZREC_CONFIG names the file; it is not a setting of its own.
-    saved = os.environ.pop("EZREC_CONFIG", None)
+    unknown = sorted(
+        key
+        for key in os.environ
+        if key.upper().startswith("EZREC_")
+        and key.upper() != "EZREC_CONFIG"
+        and key[6:].lower() not in Settings.model_fields
+    )
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]} in the environment")
+    token = _toml_file.set(path)
     try:
-        unknown = sorted(
-            key
-            for key in os.environ
-            if key.upper().startswith("EZREC_")
-            and key[6:].lower() not in Settings.model_fields
-        )
-        if unknown:
-            raise ConfigError(f"unknown setting {unknown[0]} in the environment")
-        return Settings(**values)
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, path)) from None
     except SettingsError as exc:
         raise ConfigError(f"bad setting: {exc}") from None
     finally:
-        if saved is not None:
-            os.environ["EZREC_CONFIG"] = saved
+        _toml_file.reset(token)

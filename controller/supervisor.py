@@ -251,7 +251,7 @@ class Supervisor:
 
 def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
     """The supervisor with the real drivers chosen by the settings."""
-    from controller import status
+    from controller import health
     from controller.context import open_cameras, open_storage
     from controller.drivers.nudge import NudgeListener, send_nudge
     from controller.drivers.watchdog import SdNotifier
@@ -278,7 +278,7 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
         sync = start_sync(
             settings,
             store,
-            status_fn=lambda: status.collect(settings, store),
+            status_fn=lambda: health.collect(settings, store),
             on_change=lambda: send_nudge(settings.data_dir),
         )
         if sync is not None:

@@ -144,3 +144,32 @@ def test_operator_retry_of_an_exhausted_failure(run) -> None:  # type: ignore[no
     shown = json.loads(out)
     assert shown["state"] == "confirmed" and shown["attempts"] == 0
     assert shown["history"][-1]["detail"] == "retry requested by operator"
+
+
+def test_doctor_checks_are_data(tmp_path: Path) -> None:
+    from controller.config import load_settings
+    from controller.doctor import Check, Level, check_cloud, check_disk
+
+    s = load_settings(data_dir=tmp_path, min_free_disk_mb=10**9)
+    disk = check_disk(s)
+    assert disk.level is Level.FAIL and disk.ok is False
+    assert "EZREC_MIN_FREE_DISK_MB=1000000000" in disk.detail
+    assert check_cloud(s).ok and "sync off" in check_cloud(s).message
+    assert Check("x", Level.FAIL, "found", "do this").to_dict() == {
+        "check": "x", "ok": False, "detail": "found: do this"
+    }
+    assert Check("v4l2", Level.INFO, "seen").to_dict() == {
+        "check": "v4l2", "ok": None, "detail": "seen", "info": True
+    }
+
+
+def test_verb_modules_never_import_the_group() -> None:
+    """The group imports the verbs; a verb importing the group back would be a circle."""
+    import ast
+
+    import controller.cli
+
+    for path in Path(controller.cli.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "controller.cli", f"{path.name} imports controller.cli"

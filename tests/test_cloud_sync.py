@@ -21,7 +21,7 @@ from controller.cli import main
 from controller.config import Settings, load_settings
 from controller.context import Context, open_context
 from controller.drivers.supabase import parse_remote_time
-from controller.status import collect
+from controller.health import collect
 from controller.sync import GIVE_UP_AFTER, SupabaseSync, SyncWorker, start_sync
 from tests._postgrest import FakeSupabase
 

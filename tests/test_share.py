@@ -342,16 +342,16 @@ def test_layout_separate_links_are_per_camera_and_the_video_link_is_the_first() 
 def test_doctor_lines_for_replays_check_the_smtp_server(
     tmp_path: Path, smtp: tuple[Inbox, int]
 ) -> None:
-    from controller.cli_replays import replay_checks
     from controller.config import load_settings
+    from controller.doctor import replay_checks
 
     _inbox, port = smtp
     s = load_settings(data_dir=tmp_path, smtp_url=f"smtp://127.0.0.1:{port}",
                       notify_from="box@venue.example", mark_gpio_pin="17")  # fmt: skip
-    got = {name: (ok, text) for name, ok, text in replay_checks(s)}
+    got = {c.name: (c.ok, c.detail) for c in replay_checks(s)}
     assert got["mail"][0] and "answers" in got["mail"][1]
     assert got["button"][0] and got["share"] == (True, "no share links (local storage, no "
                                                        "EZREC_SHARE_URL_TEMPLATE)")  # fmt: skip
     down = s.model_copy(update={"smtp_url": SecretStr(f"smtp://127.0.0.1:{free_port()}")})
-    ok, text = {n: (o, t) for n, o, t in replay_checks(down)}["mail"]
+    ok, text = {c.name: (c.ok, c.detail) for c in replay_checks(down)}["mail"]
     assert not ok and "check EZREC_SMTP_URL" in text and "\n" not in text

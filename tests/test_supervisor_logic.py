@@ -450,7 +450,7 @@ def test_a_vanished_video_is_built_again_not_failed_forever(world: Any) -> None:
 
 def test_a_storage_error_no_retry_can_fix_waits_for_an_operator(world: Any, ctx: Context) -> None:
     from controller.drivers.storage import StorageError
-    from controller.status import collect
+    from controller.health import collect
 
     world.state["upload_error"] = None
 

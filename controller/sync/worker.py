@@ -117,7 +117,7 @@ def start_sync(
 ) -> SyncWorker | None:
     """Start the sync thread, or return None when Supabase is not configured.
 
-    `status_fn` (the supervisor's: `lambda: controller.status.collect(settings, store)`) is
+    `status_fn` (the supervisor's: `lambda: controller.health.collect(settings, store)`) is
     what each round pushes as the box's health; with None no health is pushed.
     """
     if not is_configured(settings):

@@ -1,29 +1,26 @@
-"""Health of the box in one dictionary, shared by `ezrec status`, `GET /status`, `/metrics` and
-the booking-system push, so that they can never tell different stories."""
+"""The box's health in one dictionary (supervisor heartbeat, cameras, disk, queue per state,
+what needs an operator, last errors, system metrics), shared by `ezrec status`, `GET /status`,
+`/metrics`, the staff page and the booking-system push, so that they never tell different
+stories."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import Any
 
 from controller.config import Settings
 from controller.db import utcnow
-from controller.drivers import system
+from controller.drivers import system_metrics
 from controller.drivers.disk_reserve import DiskReserve
-from controller.fsm import FAILED_STATES, BookingStore
+from controller.fsm import BookingStore
+from controller.fsm.states import FAILED, WORKING
 
 # The supervisor writes its heartbeat every pass and at least every minute when idle.
 HEARTBEAT_STALE_S = 180.0
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
-
-
 def collect(settings: Settings, store: BookingStore, now: datetime | None = None) -> dict[str, Any]:
+    """The health report as of `now`: one read of the heartbeat, the queue and the metrics."""
     now = now or utcnow()
     beat = store.kv_get("supervisor")
     supervisor: dict[str, Any] = {"running": False, "heartbeat_age_s": None}
@@ -42,7 +39,7 @@ def collect(settings: Settings, store: BookingStore, now: datetime | None = None
         }
         last_errors = list(value.get("last_errors", []))
         cameras = list(value.get("cameras", []))
-    failed = store.list(state=sorted(FAILED_STATES), limit=20)
+    failed = store.list(state=sorted(FAILED), limit=20)
     for booking in failed:
         if booking.last_error:
             last_errors.append(f"{booking.id} ({booking.state}): {booking.last_error}")
@@ -52,8 +49,8 @@ def collect(settings: Settings, store: BookingStore, now: datetime | None = None
          "fix": f"fix the cause, then `ezrec retry {b.id}`"}
         for b in failed if b.next_attempt_at is None
     ]
-    busy = store.list(state=["recording", "completed", "video_processed"], limit=50)
-    snapshot = _plain(system.snapshot(settings.data_dir))
+    busy = store.list(state=sorted(WORKING), limit=50)
+    snapshot = system_metrics.snapshot(settings.data_dir).as_dict()
     free_mb = float(snapshot.get("disk_free_mb", 0.0))
     # Given back to the database when the disk filled, and no room to make it again: full.
     reserve_ok = DiskReserve(settings.data_dir, settings.disk_reserve_mb).present or (

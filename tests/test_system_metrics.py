@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.drivers import system
+from controller.drivers import system_metrics
 
 
 def test_snapshot_values_are_sane(tmp_path: Path) -> None:
-    snap = system.snapshot(tmp_path)
+    snap = system_metrics.snapshot(tmp_path)
     assert 0.0 <= snap.cpu_percent <= 100.0
     assert 0.0 < snap.memory_percent < 100.0
     assert 0 < snap.memory_used_mb < snap.memory_total_mb
@@ -33,17 +33,17 @@ def test_snapshot_values_are_sane(tmp_path: Path) -> None:
 
 
 def test_cpu_percent_sees_a_busy_process(tmp_path: Path) -> None:
-    system.snapshot(tmp_path)
+    system_metrics.snapshot(tmp_path)
     # Keep one core busy for a moment: the system-wide figure must move above zero.
     end = os.times().elapsed + 0.3
     while os.times().elapsed < end:
         pass
-    assert system.snapshot(tmp_path).cpu_percent > 0.0
+    assert system_metrics.snapshot(tmp_path).cpu_percent > 0.0
 
 
 def test_free_disk_of_a_dir_not_created_yet(tmp_path: Path) -> None:
     missing = tmp_path / "a" / "b" / "c"
-    assert system.free_disk_mb(missing) == pytest.approx(
+    assert system_metrics.free_disk_mb(missing) == pytest.approx(
         shutil.disk_usage(tmp_path).free / 2**20, rel=0.05
     )
     assert not missing.exists()
@@ -59,14 +59,14 @@ def test_thermal_zones_are_read_and_cpu_zone_preferred(tmp_path: Path) -> None:
         zone.mkdir()
         (zone / "type").write_text(kind + "\n")
         (zone / "temp").write_text(milli + "\n")
-    assert system._thermal_zones(tmp_path) == pytest.approx(48.312)
+    assert system_metrics._thermal_zones(tmp_path) == pytest.approx(48.312)
     (tmp_path / "thermal_zone1" / "type").write_text("gpu\n")
-    assert system._thermal_zones(tmp_path) == pytest.approx(71.0)
-    assert system._thermal_zones(tmp_path / "none") is None
+    assert system_metrics._thermal_zones(tmp_path) == pytest.approx(71.0)
+    assert system_metrics._thermal_zones(tmp_path / "none") is None
 
 
 def test_pi_throttled_flags(tmp_path: Path) -> None:
     flags = tmp_path / "get_throttled"
     flags.write_text("50005\n")
-    assert system.throttled(flags) == 0x50005
-    assert system.throttled(tmp_path / "absent") is None
+    assert system_metrics.throttled(flags) == 0x50005
+    assert system_metrics.throttled(tmp_path / "absent") is None

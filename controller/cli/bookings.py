@@ -1,93 +1,24 @@
-"""The `ezrec` command. Every listing verb takes `--json`; human output is aligned tables.
-
-Errors a person can fix are one line on stderr and a non-zero exit, never a traceback.
-"""
+"""The booking verbs: `add`, `bookings`, `show`, `retry`, `cancel`, and `graph` (the diagram of
+the states they move through). Every one acts through the state machine's store."""
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from controller.config import ConfigError
-from controller.context import Context, open_context
+from controller.cli.context import context, nudge
+from controller.cli.output import booking_json, json_option, out, print_json, progress_text, when
+from controller.cli.replays import show_replays
+from controller.context import Context
 from controller.db import Booking, TransitionRow
-from controller.dbhealth import DatabaseUnavailable, describe, is_unavailable
-from controller.fsm import STATES, BookingError, InvalidTrigger, diagram
-from controller.timeparse import TimeFormatError, parse_time
-
-# Piped output (scripts, tests, logs) must not be cut at 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
-
-USER_ERRORS = (BookingError, InvalidTrigger, ConfigError, TimeFormatError, DatabaseUnavailable)
-
-
-class EzrecGroup(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except USER_ERRORS as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except Exception as exc:
-            # A database lost in the middle of a command is the venue's network or server,
-            # not a bug: one line naming the setting, not SQLAlchemy's traceback.
-            if not is_unavailable(exc):
-                raise
-            opened = (ctx.obj or {}).get("context")
-            click.echo(f"error: {describe(exc, opened.settings.db_url if opened else None)}",
-                       err=True)
-            sys.exit(1)
-
-
-@click.group(cls=EzrecGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    envvar="EZREC_CONFIG",
-    help="TOML settings file (also EZREC_CONFIG). Environment EZREC_* wins over it.",
-)
-@click.pass_context
-def main(ctx: click.Context, config_file: str | None) -> None:
-    """EZREC controller: records booked slots with two cameras, builds and uploads the video."""
-    ctx.obj = {"config_file": config_file}
-
-
-def context(ctx: click.Context) -> Context:
-    """Open settings + database lazily, once per command, closed when the command ends."""
-    root = ctx.find_root()
-    if "context" not in root.obj:
-        opened = open_context(config_file=root.obj["config_file"])
-        root.obj["context"] = opened
-        root.call_on_close(opened.close)
-    return root.obj["context"]
-
-
-def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
-
-
-def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
-
-
-def when(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
-
-
-def progress_text(booking: Booking) -> str:
-    if booking.progress is None:
-        return ""
-    return f"{booking.progress_stage or ''} {booking.progress * 100:.0f}%".strip()
+from controller.fsm import diagram
+from controller.fsm.marks import marks_of
+from controller.fsm.states import State
+from controller.timeparse import parse_time
 
 
 def bookings_table(bookings: Iterable[Booking]) -> Table:
@@ -128,14 +59,12 @@ def history_table(rows: Iterable[TransitionRow]) -> Table:
 
 
 def show_booking(ctx: Context, booking_id: str, as_json: bool, qr: bool = False) -> None:
-    from controller.cli_replays import show_replays
-    from controller.fsm.marks import marks_of
-
     booking = ctx.store.get(booking_id)
     history = ctx.store.history(booking_id)
     if as_json:
         marks = [m.to_dict() for m in marks_of(ctx.store, booking_id)]
-        print_json(booking.to_dict() | {"marks": marks, "history": [h.to_dict() for h in history]})
+        print_json(booking_json(booking) | {"marks": marks,
+                                            "history": [h.to_dict() for h in history]})
         return
     fields = [
         ("id", booking.id),
@@ -161,7 +90,7 @@ def show_booking(ctx: Context, booking_id: str, as_json: bool, qr: bool = False)
     out.print(history_table(history))
 
 
-@main.command()
+@click.command()
 @click.option("--start", "start", required=True, help="ISO 8601 with offset, or now / +5m.")
 @click.option("--end", "end", required=True, help="ISO 8601 with offset, or +10m (from now).")
 @click.option("--user", "user_id", help="The booking system's user id.")
@@ -192,7 +121,7 @@ def add(
     )
     nudge(context(ctx))
     if as_json:
-        print_json(booking.to_dict())
+        print_json(booking_json(booking))
     else:
         out.print(
             f"created {booking.id}: {when(booking.start_time)} to {when(booking.end_time)} "
@@ -201,8 +130,10 @@ def add(
         )
 
 
-@main.command()
-@click.option("--state", "states", multiple=True, type=click.Choice(STATES), help="Filter.")
+@click.command()
+# The values, not the members: click would offer an enum's member names (CONFIRMED).
+@click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in State]),
+              help="Filter.")  # fmt: skip
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
 @json_option
 @click.pass_context
@@ -210,14 +141,14 @@ def bookings(ctx: click.Context, states: tuple[str, ...], limit: int | None, as_
     """List bookings, oldest first."""
     found = context(ctx).store.list(state=list(states) or None, limit=limit)
     if as_json:
-        print_json([b.to_dict() for b in found])
+        print_json([booking_json(b) for b in found])
     elif not found:
         out.print("no bookings")
     else:
         out.print(bookings_table(found))
 
 
-@main.command()
+@click.command()
 @click.argument("booking_id")
 @click.option("--qr", is_flag=True, help="Also the QR code of the video's share link.")
 @json_option
@@ -227,7 +158,7 @@ def show(ctx: click.Context, booking_id: str, qr: bool, as_json: bool) -> None:
     show_booking(context(ctx), booking_id, as_json, qr)
 
 
-@main.command()
+@click.command()
 @click.argument("booking_id")
 @json_option
 @click.pass_context
@@ -237,7 +168,7 @@ def retry(ctx: click.Context, booking_id: str, as_json: bool) -> None:
                   detail="retry requested by operator")  # fmt: skip
 
 
-@main.command()
+@click.command()
 @click.argument("booking_id")
 @json_option
 @click.pass_context
@@ -254,28 +185,15 @@ def operator_fire(
     booking = c.store.fire(booking_id, trigger, **kwargs)
     nudge(c)
     if as_json:
-        print_json(booking.to_dict())
+        print_json(booking_json(booking))
     else:
         out.print(f"{booking.id}: {booking.state}", markup=False)
 
 
-@main.command()
+@click.command()
 @click.option(
     "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
 )
 def graph(fmt: str) -> None:
     """The state diagram, generated from the state machine's definition."""
     click.echo(diagram(fmt))  # type: ignore[arg-type]
-
-
-def nudge(ctx: Context) -> None:
-    """Wake a running supervisor so that a change takes effect now, not at its next tick."""
-    try:
-        from controller.drivers.nudge import send_nudge
-    except ImportError:  # pragma: no cover - the supervisor issue adds it
-        return
-    send_nudge(ctx.settings.data_dir)
-
-
-# The verbs that run things live in their own module; importing it registers them.
-from controller import cli_api, cli_replays, cli_run, cli_sync  # noqa: E402, F401

@@ -7,11 +7,11 @@ import sys
 
 import click
 
-from controller.cli import main
+from controller.cli.context import config_file
 from controller.config import load_settings
 
 
-@main.command()
+@click.command()
 @click.option("--host", help="Bind address (default: EZREC_API_HOST, 127.0.0.1).")
 @click.option(
     "--port", type=click.IntRange(1, 65535), help="Port (default: EZREC_API_PORT, 8080)."
@@ -27,7 +27,7 @@ def api(ctx: click.Context, host: str | None, port: int | None, verbose: bool) -
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    settings = load_settings(ctx.find_root().obj["config_file"])
+    settings = load_settings(config_file(ctx))
     # The command line wins over the environment here (load_settings lets the environment
     # win over its arguments); click has validated the port already.
     updates = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}

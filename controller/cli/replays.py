@@ -13,7 +13,8 @@ import click
 from rich.table import Table
 
 from controller import qrcodes, share
-from controller.cli import context, json_option, main, nudge, out, print_json, when
+from controller.cli.context import context, nudge
+from controller.cli.output import json_option, out, print_json, when
 from controller.context import Context, open_storage
 from controller.db import Booking
 from controller.drivers.storage import StorageError
@@ -28,7 +29,7 @@ def _storage(c: Context) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-@main.command()
+@click.command()
 @click.option("--camera", help="Camera / court id (default: this device).")
 @click.option("--at", "at", help="When (ISO 8601 with offset, now, -20s); default now.")
 @click.option("--booking", "booking_id", help="Mark this booking instead of the camera's.")
@@ -63,7 +64,7 @@ def links_table(booking: Booking) -> Table:
     return table
 
 
-@main.command(name="share")
+@click.command(name="share")
 @click.argument("args", nargs=-1, required=True, metavar="ID | revoke ID")
 @json_option
 @click.pass_context
@@ -127,27 +128,3 @@ def show_replays(c: Context, booking: Booking, qr: bool) -> None:
         click.echo(qrcodes.terminal(link), nl=False)
         out.print(link, markup=False, soft_wrap=True)
 
-
-def replay_checks(settings: Any) -> list[tuple[str, bool, str]]:
-    """`ezrec doctor`'s lines for the replays: button, share links, the players' email."""
-    from controller.drivers.mailer import Mailer, MailError
-
-    checks: list[tuple[str, bool, str]] = []
-    if settings.mark_gpio_pin:
-        checks.append(("button", True, f"replay button on {settings.mark_gpio_pin}, read by "
-                       "ezrec run (a press with nothing recording is logged)"))  # fmt: skip
-    if settings.share_url_template:
-        checks.append(("share", True, f"share links: {settings.share_url_template}"))
-    elif settings.storage_url.startswith("s3://"):
-        checks.append(("share", True, f"share links: S3 presigned, {settings.share_link_h:g} h"))
-    else:
-        checks.append(("share", True, "no share links (local storage, no "
-                       "EZREC_SHARE_URL_TEMPLATE)"))  # fmt: skip
-    if settings.smtp_url is not None and settings.notify_from:
-        try:
-            mailer = Mailer(settings.smtp_url.get_secret_value(), settings.notify_from,
-                            timeout_s=5)  # fmt: skip
-            checks.append(("mail", True, mailer.check()))
-        except MailError as exc:
-            checks.append(("mail", False, f"{exc}: check EZREC_SMTP_URL"))
-    return checks

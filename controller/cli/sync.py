@@ -13,10 +13,11 @@ from typing import Any
 
 import click
 
-from controller.cli import context, json_option, main, out, print_json
+from controller.cli.context import context
+from controller.cli.output import json_option, out, print_json
 from controller.config import ConfigError
 from controller.drivers.supabase import SupabaseError, is_configured
-from controller.status import collect
+from controller.health import collect
 from controller.sync import PUSH_BATCH, SupabaseSync, SyncWorker
 
 
@@ -44,7 +45,7 @@ def _print_report(report: dict[str, Any]) -> None:
         out.print(f"[red]error[/red] {error}")
 
 
-@main.command()
+@click.command()
 @click.option("--once", is_flag=True, help="One round, then exit (non-zero if a step failed).")
 @json_option
 @click.pass_context
