@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.errors import ApiError
+from api.openapi import Answer, operation
+from api.responses import CameraList
 from api.state import ApiState, api_state
 from controller.db import utcnow
 from controller.drivers.camera import CameraError, snapshot_from_segments
@@ -49,6 +51,10 @@ def _discover(state: ApiState) -> list[dict[str, Any]]:
     return [_plain_camera(info) for info in found]
 
 
+@operation(
+    id="listCameras", summary="Each camera: driver, model, mode, up or down",
+    answers={200: Answer("Cameras.", CameraList)}, errors=(503,),
+)  # fmt: skip
 async def list_cameras(request: Request) -> JSONResponse:
     state = api_state(request)
     report = await state.status.get()
@@ -116,6 +122,14 @@ def _guarded_still(state: ApiState, camera: int) -> bytes:
         state.preview_slots.release()
 
 
+@operation(
+    id="cameraPreview", summary="A current still, for aiming the camera (never cached)",
+    description="Taken from the newest recorded segment while a booking records (the "
+    "recording is not touched), else from the camera.",
+    answers={200: Answer("A JPEG image.", media_type="image/jpeg",
+                         headers={"Cache-Control": {"type": "string", "enum": ["no-store"]}})},
+    errors=(404, 503),
+)  # fmt: skip
 async def preview(request: Request) -> Response:
     camera: int = request.path_params["n"]
     state = api_state(request)

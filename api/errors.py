@@ -46,6 +46,20 @@ CODES: dict[int, str] = {
     503: "unavailable",
 }
 
+# What each error status means on this API, for the OpenAPI document.
+ERROR_TEXT: dict[int, str] = {
+    401: "Missing or wrong bearer token (only when EZREC_API_TOKEN is set).",
+    403: "The video link is wrong or has expired.",
+    404: "No such booking or camera (or the booking's video file is gone from the box).",
+    409: "Overlap with a live booking on the same camera (`conflicts_with` names it), a "
+    "transition the booking's state does not allow, or a stale `expected_version`.",
+    413: "The body is over {max_body} bytes.",
+    415: "The body is not application/json.",
+    416: "The range asked for is outside the file.",
+    422: "Invalid input: `detail` says which field and why.",
+    503: "What is asked for cannot be had now (camera, storage, database).",
+}
+
 
 class ApiError(Exception):
     def __init__(

@@ -21,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api.openapi import Answer, operation
+from api.responses import Health, StatusReport
 from api.state import api_state
 from controller.db import OutboxRow, TransitionRow, utcnow
 from controller.fsm import FAILED_STATES, BookingStore
@@ -28,11 +30,20 @@ from controller.fsm import FAILED_STATES, BookingStore
 MiB = 1024 * 1024
 
 
+@operation(
+    id="health", summary="Liveness (no database access, never needs a token)", public=True,
+    answers={200: Answer("The process answers.", Health)},
+)  # fmt: skip
 async def health(request: Request) -> JSONResponse:
     """Liveness only: answers without touching the database."""
     return JSONResponse({"status": "ok"})
 
 
+@operation(
+    id="status", summary="Cameras, disk, bookings per state, supervisor heartbeat age",
+    description="The same report as `ezrec status --json`; at most 1 s old.",
+    answers={200: Answer("The status report.", StatusReport)},
+)  # fmt: skip
 async def status(request: Request) -> Response:
     return Response(await api_state(request).status.body(), media_type="application/json")
 
@@ -160,6 +171,10 @@ class StatusCollector(Collector):
                 yield GaugeMetricFamily(name, doc, value=float(system[key]))
 
 
+@operation(
+    id="metrics", summary="Prometheus metrics (text exposition format)",
+    answers={200: Answer("Metrics.", media_type="text/plain")},
+)  # fmt: skip
 async def metrics(request: Request) -> Response:
     state = api_state(request)
     report = await state.status.get()
