@@ -22,7 +22,7 @@ from api.responses import CameraList
 from api.state import ApiState, api_state
 from controller.db import utcnow
 from controller.drivers.camera import CameraError, snapshot_from_segments
-from controller.fsm.machine import CONFIRMED
+from controller.fsm.states import State
 from controller.recordings import camera_dir
 from controller.status import HEARTBEAT_STALE_S
 
@@ -91,7 +91,7 @@ def _still(state: ApiState, camera: int, recording: list[str]) -> bytes:
             )
         return snapshot_from_segments(segments)
     soon = utcnow() + timedelta(seconds=settings.preroll_s + PREVIEW_GUARD_S)
-    upcoming = state.store.list(state=CONFIRMED, start_from=utcnow(), start_to=soon, limit=1)
+    upcoming = state.store.list(state=State.CONFIRMED, start_from=utcnow(), start_to=soon, limit=1)
     if upcoming:
         raise ApiError(
             503, f"booking {upcoming[0].id} starts at {upcoming[0].start_time.isoformat()}: "

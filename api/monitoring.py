@@ -25,7 +25,8 @@ from api.openapi import Answer, operation
 from api.responses import Health, StatusReport
 from api.state import api_state
 from controller.db import OutboxRow, TransitionRow, utcnow
-from controller.fsm import FAILED_STATES, BookingStore
+from controller.fsm import BookingStore
+from controller.fsm.states import FAILED, State
 
 MiB = 1024 * 1024
 
@@ -100,9 +101,9 @@ class StatusCollector(Collector):
         depth = GaugeMetricFamily(
             "ezrec_queue_depth", "Work waiting, per queue.", labels=["queue"]
         )
-        depth.add_metric(["build"], queue.get("completed", 0))
-        depth.add_metric(["upload"], queue.get("video_processed", 0))
-        depth.add_metric(["retry"], sum(queue.get(s, 0) for s in FAILED_STATES))
+        depth.add_metric(["build"], queue.get(State.COMPLETED, 0))
+        depth.add_metric(["upload"], queue.get(State.VIDEO_PROCESSED, 0))
+        depth.add_metric(["retry"], sum(queue.get(s, 0) for s in FAILED))
         depth.add_metric(["booking_system"], self.counts.outbox_pending)
         yield depth
 

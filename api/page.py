@@ -33,7 +33,7 @@ from api.responses import PageLive
 from api.state import ApiState, api_state
 from api.video_links import VideoLinks, video, video_links
 from controller.db import utcnow
-from controller.fsm import STATES
+from controller.fsm.states import STATES
 
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
