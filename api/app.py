@@ -11,7 +11,7 @@ process next to the supervisor because every write is versioned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.endpoints import HTTPEndpoint
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api import bookings, cameras, marks, media, monitoring, share
@@ -32,29 +32,14 @@ from api.state import ApiState
 from controller.config import Settings, load_settings
 from controller.context import Context, open_context
 
-
-# One HTTPEndpoint per path with several methods: Starlette dispatches on the method and answers
-# any other with 405 and an Allow header listing the path's methods (api.errors shapes the body).
-class BookingsPath(HTTPEndpoint):
-    get = staticmethod(bookings.list_bookings)
-    post = staticmethod(bookings.create_booking)
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-class BookingPath(HTTPEndpoint):
-    get = staticmethod(bookings.get_booking)
-    patch = staticmethod(bookings.reschedule_booking)
-    delete = staticmethod(bookings.cancel_booking)
-
-
-class MarksPath(HTTPEndpoint):
-    get = staticmethod(marks.list_marks)
-    post = staticmethod(marks.mark_booking)
-
-
-class SharePath(HTTPEndpoint):
-    get = staticmethod(share.get_share)
-    post = staticmethod(share.make_share)
-    delete = staticmethod(share.revoke_share)
+def resource(name: str, **handlers: Endpoint) -> type[HTTPEndpoint]:
+    """A path's endpoints by method, as an HTTPEndpoint: Starlette dispatches on the method and
+    answers any other with 405 and an Allow header of the path's methods (`api.errors` gives
+    the body our error shape)."""
+    return type(name, (HTTPEndpoint,), {m: staticmethod(h) for m, h in handlers.items()})
 
 
 @operation(
@@ -71,12 +56,31 @@ def routes() -> list[Route]:
         Route("/status", monitoring.status, methods=["GET"]),
         Route("/metrics", monitoring.metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/bookings", BookingsPath),
-        Route("/bookings/{id}", BookingPath),
+        Route(
+            "/bookings",
+            resource("Bookings", get=bookings.list_bookings, post=bookings.create_booking),
+        ),
+        Route(
+            "/bookings/{id}",
+            resource(
+                "Booking",
+                get=bookings.get_booking,
+                patch=bookings.reschedule_booking,
+                delete=bookings.cancel_booking,
+            ),
+        ),
         Route("/bookings/{id}/retry", bookings.retry_booking, methods=["POST"]),
-        Route("/bookings/{id}/marks", MarksPath),
+        Route(
+            "/bookings/{id}/marks",
+            resource("Marks", get=marks.list_marks, post=marks.mark_booking),
+        ),
         Route("/cameras/{camera}/mark", marks.mark_camera, methods=["POST"]),
-        Route("/bookings/{id}/share", SharePath),
+        Route(
+            "/bookings/{id}/share",
+            resource(
+                "Share", get=share.get_share, post=share.make_share, delete=share.revoke_share
+            ),
+        ),
         Route("/bookings/{id}/qr.png", share.qr_png, methods=["GET"]),
         Route("/media/notify", media.notify, methods=["POST"]),
         Route("/cameras", cameras.list_cameras, methods=["GET"]),

@@ -2,8 +2,8 @@
 
 Endpoints raise `ApiError` (or let the state machine's own errors through); the handlers below
 turn them, Starlette's HTTPException (unknown route, wrong method) and anything unexpected into
-that one shape. An unexpected exception becomes a bare 500: its traceback goes to the server
-log, never to the client.
+that one shape (`ErrorBody`, which the OpenAPI document publishes). An unexpected exception
+becomes a bare 500: its traceback goes to the server log, never to the client.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -61,6 +62,16 @@ ERROR_TEXT: dict[int, str] = {
 }
 
 
+class ErrorBody(BaseModel):
+    """Every error: a short stable `error` code a client can switch on, `detail` for people."""
+
+    error: str
+    detail: str
+    conflicts_with: str | None = None
+    state: str | None = None
+    version: int | None = None
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -86,9 +97,8 @@ def error_response(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"error": code or CODES.get(status, "error"), "detail": detail}
-    body.update(extra or {})
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = ErrorBody(error=code or CODES.get(status, "error"), detail=detail, **(extra or {}))
+    return JSONResponse(body.model_dump(exclude_unset=True), status_code=status, headers=headers)
 
 
 def from_booking_error(exc: Exception) -> ApiError:

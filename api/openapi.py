@@ -28,8 +28,7 @@ from starlette.endpoints import HTTPEndpoint
 from starlette.routing import BaseRoute, Route
 
 from api.auth import MUTATING
-from api.errors import ERROR_TEXT
-from api.responses import ErrorBody
+from api.errors import ERROR_TEXT, ErrorBody
 from api.schemas import MAX_BODY_BYTES, PATH_PARAMETERS
 
 JSON = "application/json"

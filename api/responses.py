@@ -1,6 +1,6 @@
-"""The API's answers other than a booking (that one is `controller.fsm.views.BookingView`), as
-pydantic models: what `api.openapi` publishes for them, and for the error body and the share
-links also what serialises them.
+"""The API's answers other than a booking (that one is `controller.fsm.views.BookingView`) and
+an error (`api.errors.ErrorBody`), as pydantic models: what `api.openapi` publishes for them, and
+for the share links also what serialises them.
 
 The status report and the camera list are built elsewhere (`controller.status.collect`, the
 camera driver); their models say what the schemathesis tests hold those answers to.
@@ -20,16 +20,6 @@ NullableTime = Annotated[
     str | None, Field(json_schema_extra={"format": "date-time"})
 ]  # stored as ISO text in the booking's `extra`
 Count = Annotated[int, Field(ge=0)]
-
-
-class ErrorBody(BaseModel):
-    """Every error: a short stable `error` code a client can switch on, `detail` for people."""
-
-    error: str
-    detail: str
-    conflicts_with: str | None = None
-    state: str | None = None
-    version: int | None = None
 
 
 class Health(BaseModel):
