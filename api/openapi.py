@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 from pydantic_core import core_schema
 from starlette.endpoints import HTTPEndpoint
 from starlette.routing import BaseRoute, Route
@@ -108,26 +108,36 @@ class _Generate(GenerateJsonSchema):
 
 
 class _Schemas:
-    """Collects every type to describe, then describes them all in one pass."""
+    """Collects every type to describe, then describes them all in one pass (one set of
+    definitions, so a model several routes use is one component)."""
 
     def __init__(self) -> None:
-        self.inputs: list[tuple[Any, Any, TypeAdapter[Any]]] = []
-        self.schemas: dict[Any, Any] = {}
+        self.inputs: list[tuple[int, JsonSchemaMode, TypeAdapter[Any]]] = []
+        self.found: dict[tuple[int, JsonSchemaMode], JsonSchemaValue] = {}
+        self.components: dict[str, Any] = {}
 
-    def add(self, kind: Any, mode: str) -> tuple[int, str]:
+    def add(self, annotation: Any, mode: JsonSchemaMode) -> tuple[int, JsonSchemaMode]:
         key = (len(self.inputs), mode)
-        self.inputs.append((key[0], mode, TypeAdapter(kind)))
+        self.inputs.append((key[0], mode, TypeAdapter(annotation)))
         return key
 
-    def resolve(self) -> dict[str, Any]:
-        found, defs = TypeAdapter.json_schemas(
+    def resolve(self) -> None:
+        self.found, defs = TypeAdapter.json_schemas(
             self.inputs, ref_template=REF, schema_generator=_Generate
         )
-        self.schemas = found
-        return defs.get("$defs", {})
+        self.components = dict(defs.get("$defs", {}))
 
-    def __getitem__(self, key: tuple[int, str]) -> dict[str, Any]:
-        return dict(self.schemas[key])
+    def __getitem__(self, key: tuple[int, JsonSchemaMode]) -> dict[str, Any]:
+        return dict(self.found[key])
+
+
+@dataclass(frozen=True)
+class _Planned:
+    path: str
+    method: str
+    op: Operation
+    body: tuple[int, JsonSchemaMode] | None
+    answers: dict[int, tuple[int, JsonSchemaMode]]
 
 
 def _content(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -161,85 +171,96 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def document(routes: Iterable[BaseRoute], *, token_required: bool) -> dict[str, Any]:
-    """The document of `routes`; the bearer requirement is listed when a token is set."""
-    schemas = _Schemas()
-    planned: list[tuple[str, str, Operation, dict[str, Any]]] = []
+def _plan(routes: Iterable[BaseRoute], schemas: _Schemas) -> list[_Planned]:
+    planned = []
     for route in routes:
         if not isinstance(route, Route):
             continue  # the static files' Mount: not an API
         path = route.path.replace(":int}", "}")
         for method, op in operations(route):
-            keys = {
-                "body": schemas.add(op.body, "validation") if op.body else None,
-                "query": schemas.add(op.query, "validation") if op.query else None,
-                "answers": {
-                    status: schemas.add(answer.model, "serialization")
-                    for status, answer in op.answers.items()
-                    if answer.model is not None
-                },
-            }
-            planned.append((path, method, op, keys))
-    error_key = schemas.add(ErrorBody, "serialization")
-    components = schemas.resolve()
-    # A query model is spelled out as parameters, not kept as a schema of its own.
-    queries = {
-        op.query: components.pop(op.query.__name__)
-        for _, _, op, _ in planned
-        if op.query and op.query.__name__ in components
-    }
-
-    paths: dict[str, Any] = {}
-    used_errors: set[int] = set()
-    for path, method, op, keys in planned:
-        secured = token_required and not op.public and (op.token or method.upper() in MUTATING)
-        item: dict[str, Any] = {"summary": op.summary, "operationId": op.id}
-        if op.description:
-            item["description"] = op.description
-        params = _path_parameters(path) + (
-            _query_parameters(queries[op.query]) if op.query else []
-        )
-        if params:
-            item["parameters"] = params
-        if op.public:
-            item["security"] = []
-        elif secured:
-            item["security"] = [{"bearer": []}]
-        if keys["body"] is not None:
-            item["requestBody"] = {
-                "required": op.body_required,
-                "content": _content(JSON, schemas[keys["body"]]),
-            }
-        responses: dict[str, Any] = {}
-        for status, answer in op.answers.items():
-            schema = (
-                schemas[keys["answers"][status]]
-                if answer.model is not None
-                else _plain(answer.media_type)
+            if op.query:
+                schemas.add(op.query, "validation")  # for its definition, spelled out below
+            planned.append(
+                _Planned(
+                    path,
+                    method,
+                    op,
+                    schemas.add(op.body, "validation") if op.body else None,
+                    {
+                        status: schemas.add(answer.model, "serialization")
+                        for status, answer in op.answers.items()
+                        if answer.model is not None
+                    },
+                )
             )
-            responses[str(status)] = {
-                "description": answer.description,
-                **({"headers": {k: {"schema": v} for k, v in answer.headers.items()}}
-                   if answer.headers else {}),
-                "content": _content(answer.media_type, schema),
-            }  # fmt: skip
-        errors = sorted({*op.errors, *((401,) if secured else ())})
-        for status in errors:
-            responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
-        used_errors.update(errors)
-        item["responses"] = responses
-        paths.setdefault(path, {})[method] = item
+    return planned
 
-    error = _content(JSON, schemas[error_key])
+
+def _responses(plan: _Planned, schemas: _Schemas, errors: list[int]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, answer in plan.op.answers.items():
+        key = plan.answers.get(status)
+        schema = schemas[key] if key else _plain(answer.media_type)
+        responses[str(status)] = {
+            "description": answer.description,
+            **({"headers": {k: {"schema": v} for k, v in answer.headers.items()}}
+               if answer.headers else {}),
+            "content": _content(answer.media_type, schema),
+        }  # fmt: skip
+    for status in errors:
+        responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    return responses
+
+
+def _error_responses(statuses: Iterable[int], error: dict[str, Any]) -> dict[str, Any]:
     responses = {
         f"E{status}": {
             "description": ERROR_TEXT[status].format(max_body=MAX_BODY_BYTES),
-            "content": error,
+            "content": _content(JSON, error),
         }
-        for status in sorted(used_errors)
+        for status in sorted(statuses)
     }
     if "E401" in responses:
         responses["E401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    return responses
+
+
+def document(routes: Iterable[BaseRoute], *, token_required: bool) -> dict[str, Any]:
+    """The document of `routes`; the bearer requirement is listed when a token is set."""
+    schemas = _Schemas()
+    planned = _plan(routes, schemas)
+    error_key = schemas.add(ErrorBody, "serialization")
+    schemas.resolve()
+    # A query model is spelled out as parameters, not kept as a schema of its own.
+    queries = {
+        plan.op.query: schemas.components.pop(plan.op.query.__name__)
+        for plan in planned
+        if plan.op.query and plan.op.query.__name__ in schemas.components
+    }
+    paths: dict[str, Any] = {}
+    used_errors: set[int] = set()
+    for plan in planned:
+        op = plan.op
+        secured = token_required and not op.public and (op.token or plan.method.upper() in MUTATING)
+        item: dict[str, Any] = {"summary": op.summary, "operationId": op.id}
+        if op.description:
+            item["description"] = op.description
+        params = _path_parameters(plan.path)
+        if op.query:
+            params += _query_parameters(queries[op.query])
+        if params:
+            item["parameters"] = params
+        if op.public or secured:
+            item["security"] = [{"bearer": []}] if secured else []
+        if plan.body is not None:
+            item["requestBody"] = {
+                "required": op.body_required,
+                "content": _content(JSON, schemas[plan.body]),
+            }
+        errors = sorted({*op.errors, *((401,) if secured else ())})
+        used_errors.update(errors)
+        item["responses"] = _responses(plan, schemas, errors)
+        paths.setdefault(plan.path, {})[plan.method] = item
     return {
         "openapi": "3.1.0",
         "info": {
@@ -251,8 +272,8 @@ def document(routes: Iterable[BaseRoute], *, token_required: bool) -> dict[str, 
         },
         "paths": paths,
         "components": {
-            "schemas": components,
-            "responses": responses,
+            "schemas": schemas.components,
+            "responses": _error_responses(used_errors, schemas[error_key]),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
