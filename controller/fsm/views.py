@@ -58,8 +58,6 @@ class BookingView(_View):
 class TransitionView(_View):
     """One row of a booking's history; `seq` is the version the transition made."""
 
-    model_config = ConfigDict(from_attributes=True, frozen=True, populate_by_name=True)
-
     seq: int
     from_: State | None = Field(validation_alias="from_state", serialization_alias="from")
     to: State = Field(validation_alias="to_state")
