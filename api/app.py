@@ -1,5 +1,9 @@
 """The Starlette application: routes, the token check, JSON errors, the OpenAPI document.
 
+Every route is a Starlette `Route`: a function for one method, an `HTTPEndpoint` for several,
+so method dispatch and the 405 answers are Starlette's. `api.openapi` describes the routes from
+the `@operation` each endpoint declares.
+
 `create_app(settings)` opens the same context (settings → database → booking store) as the CLI
 and the supervisor, so the API is one more face on the one state machine; it can run in its own
 process next to the supervisor because every write is versioned.
@@ -12,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.endpoints import HTTPEndpoint
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,7 +26,7 @@ from api import bookings, cameras, marks, media, monitoring, share
 from api.auth import BearerAuthMiddleware
 from api.errors import EXCEPTION_HANDLERS
 from api.headers import SecurityHeadersMiddleware
-from api.openapi import document
+from api.openapi import Answer, document, operation
 from api.page import routes as page_routes
 from api.state import ApiState
 from controller.config import Settings, load_settings
@@ -30,16 +35,19 @@ from controller.context import Context, open_context
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def by_method(**handlers: Endpoint) -> Endpoint:
-    """One endpoint per path, so that a 405 lists every method the path has (Allow)."""
-    table = {method.upper(): handler for method, handler in handlers.items()}
-    if "GET" in table:
-        table["HEAD"] = table["GET"]
+def resource(name: str, **handlers: Endpoint) -> type[HTTPEndpoint]:
+    """A path's endpoints by method, as an HTTPEndpoint: Starlette dispatches on the method and
+    answers any other with 405 and an Allow header of the path's methods (`api.errors` gives
+    the body our error shape)."""
+    return type(name, (HTTPEndpoint,), {m: staticmethod(h) for m, h in handlers.items()})
 
-    async def endpoint(request: Request) -> Response:
-        return await table[request.method](request)
 
-    return endpoint
+@operation(
+    id="openapi", summary="This document",
+    answers={200: Answer("OpenAPI 3.1 document.", dict[str, Any])},
+)  # fmt: skip
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.openapi)
 
 
 def routes() -> list[Route]:
@@ -50,39 +58,34 @@ def routes() -> list[Route]:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route(
             "/bookings",
-            by_method(get=bookings.list_bookings, post=bookings.create_booking),
-            methods=["GET", "POST"],
+            resource("Bookings", get=bookings.list_bookings, post=bookings.create_booking),
         ),
         Route(
             "/bookings/{id}",
-            by_method(
+            resource(
+                "Booking",
                 get=bookings.get_booking,
                 patch=bookings.reschedule_booking,
                 delete=bookings.cancel_booking,
             ),
-            methods=["GET", "PATCH", "DELETE"],
         ),
         Route("/bookings/{id}/retry", bookings.retry_booking, methods=["POST"]),
         Route(
             "/bookings/{id}/marks",
-            by_method(get=marks.list_marks, post=marks.mark_booking),
-            methods=["GET", "POST"],
+            resource("Marks", get=marks.list_marks, post=marks.mark_booking),
         ),
         Route("/cameras/{camera}/mark", marks.mark_camera, methods=["POST"]),
         Route(
             "/bookings/{id}/share",
-            by_method(get=share.get_share, post=share.make_share, delete=share.revoke_share),
-            methods=["GET", "POST", "DELETE"],
+            resource(
+                "Share", get=share.get_share, post=share.make_share, delete=share.revoke_share
+            ),
         ),
         Route("/bookings/{id}/qr.png", share.qr_png, methods=["GET"]),
         Route("/media/notify", media.notify, methods=["POST"]),
         Route("/cameras", cameras.list_cameras, methods=["GET"]),
         Route("/cameras/{n:int}/preview.jpg", cameras.preview, methods=["GET"]),
     ]
-
-
-async def openapi(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.state.openapi)
 
 
 def create_app(settings: Settings | None = None, *, context: Context | None = None) -> Starlette:
@@ -108,7 +111,7 @@ def create_app(settings: Settings | None = None, *, context: Context | None = No
         lifespan=lifespan,
     )
     app.state.api = state
-    app.state.openapi = document(token_required=token is not None)
+    app.state.openapi = document(app.routes, token_required=token is not None)
     return app
 
 

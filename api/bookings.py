@@ -3,7 +3,8 @@
 Every change goes through `BookingStore` (the one state machine the CLI and the supervisor use),
 in a worker thread, and is followed by a nudge so that the supervisor acts now. The store's
 errors map to statuses in `api.errors`: unknown booking 404, overlap / wrong state / stale
-version 409, bad input 422.
+version 409, bad input 422. Every booking answered is `controller.fsm.views.BookingView`
+(`booking_json`), less what only the token may see.
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ from starlette.responses import JSONResponse
 from api.auth import authorized
 from api.errors import ApiError
 from api.media import shown
+from api.openapi import Answer, operation
 from api.schemas import (
     BookingIn,
     BookingPatch,
+    BookingQuery,
+    Empty,
     no_body,
-    query_limit,
-    query_time,
+    parse_query,
     read_json,
     valid_id,
     validate,
 )
 from api.state import api_state
-from controller.db import Booking
-from controller.fsm import STATES, BookingStore
+from controller.db import Booking, TransitionRow
+from controller.fsm import BookingStore
+from controller.fsm.views import BookingView, BookingWithHistory, booking_json
 
 # Keys whose value grants access to a video by itself: only the token's bearer may see them.
 CAPABILITY_KEYS = frozenset({"presigned_url", "share"})  # share: the players' links
@@ -50,9 +54,11 @@ def without_capabilities(value: Any) -> Any:
     return value
 
 
-def booking_json(booking: Booking, *, capabilities: bool) -> dict[str, Any]:
+def shown_booking(
+    booking: Booking, *, capabilities: bool, history: list[TransitionRow] | None = None
+) -> dict[str, Any]:
     """A booking as every route answers it; presigned URLs only when `capabilities`."""
-    data = booking.to_dict()
+    data = booking_json(booking, history)
     if not capabilities:
         data["extra"] = without_capabilities(data["extra"])
     media = data["extra"].get("media")
@@ -70,32 +76,30 @@ def _with_history(
 ) -> dict[str, Any]:
     booking = store.get(booking_id)
     history = store.history(booking_id)
-    return booking_json(booking, capabilities=capabilities) | {
-        "history": [row.to_dict() for row in history]
-    }
+    return shown_booking(booking, capabilities=capabilities, history=history)
 
 
+@operation(
+    id="listBookings", summary="List bookings, ordered by start time", query=BookingQuery,
+    answers={200: Answer("Bookings.", list[BookingView])}, errors=(422,),
+)  # fmt: skip
 async def list_bookings(request: Request) -> JSONResponse:
     """Bookings ordered by start time; filters combine (a slot overlapping [from, to))."""
-    states = request.query_params.getlist("state")
-    unknown = [s for s in states if s not in STATES]
-    if unknown:
-        raise ApiError(
-            422, f"unknown state {unknown[0][:40]!r} (known: {', '.join(STATES)})"
-        )
-    start_from = query_time(request, "from")
-    start_to = query_time(request, "to")
-    if start_from and start_to and start_to <= start_from:
-        raise ApiError(422, "'to' must be after 'from'")
-    limit = query_limit(request)
+    query = parse_query(BookingQuery, request)
     store = api_state(request).store
     found = await run_in_threadpool(
-        store.list, state=states or None, start_from=start_from, start_to=start_to, limit=limit
-    )
+        store.list, state=query.state or None, start_from=query.start_from,
+        start_to=query.start_to, limit=query.limit,
+    )  # fmt: skip
     capable = authorized(request)
-    return JSONResponse([booking_json(b, capabilities=capable) for b in found])
+    return JSONResponse([shown_booking(b, capabilities=capable) for b in found])
 
 
+@operation(
+    id="createBooking", summary="Create a booking", body=BookingIn,
+    answers={201: Answer("Created.", BookingView, headers={"Location": {"type": "string"}})},
+    errors=(409, 413, 415, 422),
+)  # fmt: skip
 async def create_booking(request: Request) -> JSONResponse:
     body: BookingIn = validate(BookingIn, await read_json(request))
     state = api_state(request)
@@ -113,12 +117,16 @@ async def create_booking(request: Request) -> JSONResponse:
         extra=extra,
     )
     return JSONResponse(
-        booking_json(booking, capabilities=authorized(request)),
+        shown_booking(booking, capabilities=authorized(request)),
         status_code=201,
         headers={"Location": f"/bookings/{booking.id}"},
     )
 
 
+@operation(
+    id="getBooking", summary="One booking with its whole transition history",
+    answers={200: Answer("The booking.", BookingWithHistory)}, errors=(404,),
+)  # fmt: skip
 async def get_booking(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
     store = api_state(request).store
@@ -127,6 +135,11 @@ async def get_booking(request: Request) -> JSONResponse:
     )
 
 
+@operation(
+    id="rescheduleBooking", summary="Reschedule a booking that is still `confirmed`",
+    body=BookingPatch, answers={200: Answer("Rescheduled.", BookingView)},
+    errors=(404, 409, 413, 415, 422),
+)  # fmt: skip
 async def reschedule_booking(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
     body: BookingPatch = validate(BookingPatch, await read_json(request))
@@ -144,9 +157,14 @@ async def reschedule_booking(request: Request) -> JSONResponse:
         changes=changes,
         detail="rescheduled through the API",
     )
-    return JSONResponse(booking_json(booking, capabilities=authorized(request)))
+    return JSONResponse(shown_booking(booking, capabilities=authorized(request)))
 
 
+@operation(
+    id="cancelBooking", summary="Cancel a booking (409 once its recording has finished)",
+    description="Cancelling a cancelled booking answers 200 (idempotent).",
+    answers={200: Answer("Cancelled.", BookingView)}, errors=(404, 409),
+)  # fmt: skip
 async def cancel_booking(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
     state = api_state(request)
@@ -154,9 +172,14 @@ async def cancel_booking(request: Request) -> JSONResponse:
     booking = await state.change(
         state.store.cancel, booking_id, detail="cancelled through the API"
     )
-    return JSONResponse(booking_json(booking, capabilities=authorized(request)))
+    return JSONResponse(shown_booking(booking, capabilities=authorized(request)))
 
 
+@operation(
+    id="retryBooking", summary="Retry a failed booking now (resets its attempt count)",
+    body=Empty, body_required=False, answers={200: Answer("Re-armed.", BookingView)},
+    errors=(404, 409, 413, 415, 422),
+)  # fmt: skip
 async def retry_booking(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
     if not no_body(await read_json(request)):
@@ -169,5 +192,5 @@ async def retry_booking(request: Request) -> JSONResponse:
         admin=True,
         detail="retry requested through the API",
     )
-    return JSONResponse(booking_json(booking, capabilities=authorized(request)))
+    return JSONResponse(shown_booking(booking, capabilities=authorized(request)))
 

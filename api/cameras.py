@@ -17,12 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.errors import ApiError
+from api.openapi import Answer, operation
+from api.responses import CameraList
 from api.state import ApiState, api_state
 from controller.config import Settings
 from controller.db import utcnow
 from controller.drivers.cameras import CameraError
 from controller.drivers.cameras.ffmpeg_tools import snapshot_from_segments
-from controller.fsm.machine import CONFIRMED
+from controller.fsm.states import State
 from controller.health import HEARTBEAT_STALE_S
 from controller.recordings import booking_files
 
@@ -51,6 +53,10 @@ def _discover(state: ApiState) -> list[dict[str, Any]]:
     return [_plain_camera(info) for info in found]
 
 
+@operation(
+    id="listCameras", summary="Each camera: driver, model, mode, up or down",
+    answers={200: Answer("Cameras.", CameraList)}, errors=(503,),
+)  # fmt: skip
 async def list_cameras(request: Request) -> JSONResponse:
     state = api_state(request)
     report = await state.status.get()
@@ -87,7 +93,7 @@ def _still(state: ApiState, camera: int, recording: list[str]) -> bytes:
             )
         return snapshot_from_segments(segments)
     soon = utcnow() + timedelta(seconds=settings.preroll_s + PREVIEW_GUARD_S)
-    upcoming = state.store.list(state=CONFIRMED, start_from=utcnow(), start_to=soon, limit=1)
+    upcoming = state.store.list(state=State.CONFIRMED, start_from=utcnow(), start_to=soon, limit=1)
     if upcoming:
         raise ApiError(
             503, f"booking {upcoming[0].id} starts at {upcoming[0].start_time.isoformat()}: "
@@ -118,6 +124,14 @@ def _guarded_still(state: ApiState, camera: int) -> bytes:
         state.preview_slots.release()
 
 
+@operation(
+    id="cameraPreview", summary="A current still, for aiming the camera (never cached)",
+    description="Taken from the newest recorded segment while a booking records (the "
+    "recording is not touched), else from the camera.",
+    answers={200: Answer("A JPEG image.", media_type="image/jpeg",
+                         headers={"Cache-Control": {"type": "string", "enum": ["no-store"]}})},
+    errors=(404, 503),
+)  # fmt: skip
 async def preview(request: Request) -> Response:
     camera: int = request.path_params["n"]
     state = api_state(request)

@@ -2,8 +2,8 @@
 
 Endpoints raise `ApiError` (or let the state machine's own errors through); the handlers below
 turn them, Starlette's HTTPException (unknown route, wrong method) and anything unexpected into
-that one shape. An unexpected exception becomes a bare 500: its traceback goes to the server
-log, never to the client.
+that one shape (`ErrorBody`, which the OpenAPI document publishes). An unexpected exception
+becomes a bare 500: its traceback goes to the server log, never to the client.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -46,6 +47,30 @@ CODES: dict[int, str] = {
     503: "unavailable",
 }
 
+# What each error status means on this API, for the OpenAPI document.
+ERROR_TEXT: dict[int, str] = {
+    401: "Missing or wrong bearer token (only when EZREC_API_TOKEN is set).",
+    403: "The video link is wrong or has expired.",
+    404: "No such booking or camera (or the booking's video file is gone from the box).",
+    409: "Overlap with a live booking on the same camera (`conflicts_with` names it), a "
+    "transition the booking's state does not allow, or a stale `expected_version`.",
+    413: "The body is over {max_body} bytes.",
+    415: "The body is not application/json.",
+    416: "The range asked for is outside the file.",
+    422: "Invalid input: `detail` says which field and why.",
+    503: "What is asked for cannot be had now (camera, storage, database).",
+}
+
+
+class ErrorBody(BaseModel):
+    """Every error: a short stable `error` code a client can switch on, `detail` for people."""
+
+    error: str
+    detail: str
+    conflicts_with: str | None = None
+    state: str | None = None
+    version: int | None = None
+
 
 class ApiError(Exception):
     def __init__(
@@ -72,9 +97,8 @@ def error_response(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"error": code or CODES.get(status, "error"), "detail": detail}
-    body.update(extra or {})
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = ErrorBody(error=code or CODES.get(status, "error"), detail=detail, **(extra or {}))
+    return JSONResponse(body.model_dump(exclude_unset=True), status_code=status, headers=headers)
 
 
 def from_booking_error(exc: Exception) -> ApiError:

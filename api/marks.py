@@ -10,19 +10,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.schemas import NO_BODY, Time, read_json, valid_id, validate
+from api.openapi import Answer, operation
+from api.responses import Mark, MarkAnswer
+from api.schemas import NO_BODY, MarkIn, read_json, valid_id, validate
 from api.state import api_state
 from controller.fsm.marks import MarkResult, marks_of, record_mark
 
-
-class MarkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    at: Time | None = None
+MARKED = {
+    200: Answer("A mark within a few seconds was there already.", MarkAnswer),
+    201: Answer("Stored.", MarkAnswer),
+}
+MARK_ERRORS = (404, 409, 413, 415, 422)
 
 
 async def _at(request: Request) -> datetime | None:
@@ -37,6 +39,11 @@ def _answer(result: MarkResult) -> JSONResponse:
     return JSONResponse(result.to_dict(), status_code=200 if result.duplicate else 201)
 
 
+@operation(
+    id="markCamera", summary="A replay mark on the booking recording on this camera now",
+    description="409 when nothing records there.", body=MarkIn, body_required=False,
+    answers=MARKED, errors=MARK_ERRORS,
+)  # fmt: skip
 async def mark_camera(request: Request) -> JSONResponse:
     camera = valid_id(request.path_params["camera"], "camera")
     at = await _at(request)
@@ -45,6 +52,11 @@ async def mark_camera(request: Request) -> JSONResponse:
     return _answer(result)
 
 
+@operation(
+    id="markBooking", summary="A replay mark on this booking, now or at `at`",
+    description="409 unless the booking is recording and `at` inside its slot.",
+    body=MarkIn, body_required=False, answers=MARKED, errors=MARK_ERRORS,
+)  # fmt: skip
 async def mark_booking(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
     at = await _at(request)
@@ -55,6 +67,10 @@ async def mark_booking(request: Request) -> JSONResponse:
     return _answer(result)
 
 
+@operation(
+    id="listMarks", summary="The booking's replay marks",
+    answers={200: Answer("Marks, in order.", list[Mark])}, errors=(404,),
+)  # fmt: skip
 async def list_marks(request: Request) -> JSONResponse:
     booking_id = valid_id(request.path_params["id"])
     store = api_state(request).store

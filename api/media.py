@@ -19,7 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.errors import ApiError
-from api.schemas import no_body, read_json
+from api.openapi import Answer, operation
+from api.responses import MediaRefresh
+from api.schemas import Empty, no_body, read_json
 from api.state import ApiState, api_state
 from controller.booking_media import media_in_use
 from controller.drivers.media_cache import MediaCache
@@ -59,6 +61,12 @@ def refresh(cache: MediaCache, sources: dict[str, list[str]]) -> None:
             )
 
 
+@operation(
+    id="notifyMedia", summary="An intro or logo changed: refresh the media cache",
+    description="Answers at once; the fetching runs after the answer.", body=Empty,
+    body_required=False, answers={202: Answer("Refresh started.", MediaRefresh)},
+    errors=(413, 415, 422),
+)  # fmt: skip
 async def notify(request: Request) -> JSONResponse:
     if not no_body(await read_json(request)):
         raise ApiError(422, "notify takes no body (or an empty object)")

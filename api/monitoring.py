@@ -21,18 +21,30 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api.openapi import Answer, operation
+from api.responses import Health, StatusReport
 from api.state import api_state
 from controller.db import OutboxRow, TransitionRow, utcnow
-from controller.fsm import FAILED_STATES, BookingStore
+from controller.fsm import BookingStore
+from controller.fsm.states import FAILED, State
 
 MiB = 1024 * 1024
 
 
+@operation(
+    id="health", summary="Liveness (no database access, never needs a token)", public=True,
+    answers={200: Answer("The process answers.", Health)},
+)  # fmt: skip
 async def health(request: Request) -> JSONResponse:
     """Liveness only: answers without touching the database."""
     return JSONResponse({"status": "ok"})
 
 
+@operation(
+    id="status", summary="Cameras, disk, bookings per state, supervisor heartbeat age",
+    description="The same report as `ezrec status --json`; at most 1 s old.",
+    answers={200: Answer("The status report.", StatusReport)},
+)  # fmt: skip
 async def status(request: Request) -> Response:
     return Response(await api_state(request).status.body(), media_type="application/json")
 
@@ -89,9 +101,9 @@ class StatusCollector(Collector):
         depth = GaugeMetricFamily(
             "ezrec_queue_depth", "Work waiting, per queue.", labels=["queue"]
         )
-        depth.add_metric(["build"], queue.get("completed", 0))
-        depth.add_metric(["upload"], queue.get("video_processed", 0))
-        depth.add_metric(["retry"], sum(queue.get(s, 0) for s in FAILED_STATES))
+        depth.add_metric(["build"], queue.get(State.COMPLETED, 0))
+        depth.add_metric(["upload"], queue.get(State.VIDEO_PROCESSED, 0))
+        depth.add_metric(["retry"], sum(queue.get(s, 0) for s in FAILED))
         depth.add_metric(["booking_system"], self.counts.outbox_pending)
         yield depth
 
@@ -160,6 +172,10 @@ class StatusCollector(Collector):
                 yield GaugeMetricFamily(name, doc, value=float(system[key]))
 
 
+@operation(
+    id="metrics", summary="Prometheus metrics (text exposition format)",
+    answers={200: Answer("Metrics.", media_type="text/plain")},
+)  # fmt: skip
 async def metrics(request: Request) -> Response:
     state = api_state(request)
     report = await state.status.get()

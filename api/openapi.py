@@ -1,447 +1,266 @@
-"""The OpenAPI 3.1 document served at `/openapi.json`, written by hand.
+"""The OpenAPI 3.1 document served at `/openapi.json`, generated from the app's routes.
 
-By hand because the request schemas must say exactly what `api.schemas` accepts (the same
-patterns are imported from there) and every status a route can answer must be listed: the
-schemathesis tests hold the server to this document, and clients generate code from it.
+Each endpoint declares what it reads and answers with `@operation(...)`: its request body, query
+and answers are the pydantic models the endpoint validates with or serialises through (the
+booking's own is `controller.fsm.views`), so no field is written twice. `document(routes)`
+walks the Starlette routes (one method per function, or the methods of an `HTTPEndpoint`) and
+turns the declarations into operations; the models become `components/schemas` through one
+`TypeAdapter.json_schemas` call, so a model used by several routes is described once.
+
+Why not a library: Starlette's `SchemaGenerator` reads YAML from docstrings (the schemas would be
+hand-written again); spectree and the like validate requests themselves, replacing the body cap,
+the 415 check and the `{"error", "detail"}` answers of `api.schemas` / `api.errors`.
+The bearer requirement follows `api.auth`: mutating methods need the token when one is set,
+and so does any operation declared `token=True`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from api import replays_openapi
-from api.page_openapi import PAGE_PATHS
-from api.schemas import (
-    DEFAULT_LIST,
-    EMAIL_PATTERN,
-    ID_PATTERN,
-    MAX_BODY_BYTES,
-    MAX_LIST,
-    TIME_PATTERN,
-    URL_PATTERN,
-    USER_PATTERN,
-)
-from controller.fsm import STATES, TRIGGERS
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
+from pydantic_core import core_schema
+from starlette.endpoints import HTTPEndpoint
+from starlette.routing import BaseRoute, Route
+
+from api.auth import MUTATING
+from api.errors import ERROR_TEXT, ErrorBody
+from api.schemas import MAX_BODY_BYTES, PATH_PARAMETERS
 
 JSON = "application/json"
+REF = "#/components/schemas/{model}"
+METHODS = ("get", "post", "put", "patch", "delete")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True)
+class Answer:
+    """One documented answer: a JSON body of `model` (a model or a type such as list[Model]),
+    or a body of `media_type` (`model` None: a string, binary unless the type is text)."""
+
+    description: str
+    model: Any = None
+    media_type: str = JSON
+    headers: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> schema
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+@dataclass(frozen=True)
+class Operation:
+    id: str
+    summary: str
+    answers: dict[int, Answer]
+    description: str = ""
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()  # statuses answered with the JSON error body
+    token: bool = False  # needs the token even though the method only reads
+    public: bool = False  # never needs the token (monitoring without a secret)
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+def operation(**spec: Any) -> Callable[[F], F]:
+    """Declare an endpoint's OpenAPI operation (the keywords of `Operation`)."""
+    op = Operation(**spec)
+
+    def declare(endpoint: F) -> F:
+        endpoint.openapi = op  # type: ignore[attr-defined]
+        return endpoint
+
+    return declare
 
 
-NULLABLE_STRING = {"type": ["string", "null"]}
-TIME = {
-    "type": "string",
-    "pattern": TIME_PATTERN,
-    "description": "ISO 8601 with a UTC offset (naive times are refused), e.g. "
-    "2026-11-23T18:00:00+01:00",
-    "examples": ["2026-11-23T18:00:00+01:00"],
-}
-URL = {"type": "string", "maxLength": 2048, "pattern": URL_PATTERN}
-
-_ERROR_TEXT = {
-    401: "Missing or wrong bearer token (only when EZREC_API_TOKEN is set).",
-    404: "No such booking or camera.",
-    409: "Overlap with a live booking on the same camera (`conflicts_with` names it), a "
-    "transition the booking's state does not allow, or a stale `expected_version`.",
-    413: f"The body is over {MAX_BODY_BYTES} bytes.",
-    415: "The body is not application/json.",
-    422: "Invalid input: `detail` says which field and why.",
-    503: "No camera still or camera list can be had now.",
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "detail"],
-        "properties": {
-            "error": {"type": "string", "description": "short stable code"},
-            "detail": {"type": "string", "description": "for people"},
-            "conflicts_with": {"type": "string"},
-            "state": {"type": "string"},
-            "version": {"type": ["integer", "null"]},
-        },
-    },
-    "Booking": {
-        "type": "object",
-        "required": [
-            "id", "user_id", "camera_id", "device_id", "start_time", "end_time", "state",
-            "version", "attempts", "next_attempt_at", "last_error", "raw_dir",
-            "processed_path", "video_url", "progress", "progress_stage", "extra",
-            "created_at", "updated_at",
-        ],
-        "properties": {
-            "id": {"type": "string"},
-            "user_id": NULLABLE_STRING,
-            "camera_id": {"type": "string"},
-            "device_id": {"type": "string"},
-            "start_time": {"type": "string", "format": "date-time"},
-            "end_time": {"type": "string", "format": "date-time"},
-            "state": {"type": "string", "enum": list(STATES)},
-            "version": {"type": "integer", "minimum": 0},
-            "attempts": {"type": "integer", "minimum": 0},
-            "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
-            "last_error": NULLABLE_STRING,
-            "raw_dir": NULLABLE_STRING,
-            "processed_path": NULLABLE_STRING,
-            "video_url": NULLABLE_STRING,
-            "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-            "progress_stage": NULLABLE_STRING,
-            "extra": {"type": "object"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-        },
-    },
-    "Transition": {
-        "type": "object",
-        "required": ["seq", "from", "to", "trigger", "at", "detail", "error"],
-        "properties": {
-            "seq": {"type": "integer"},
-            "from": {"type": ["string", "null"]},
-            "to": {"type": "string", "enum": list(STATES)},
-            "trigger": {"type": "string", "enum": list(TRIGGERS)},
-            "at": {"type": "string", "format": "date-time"},
-            "detail": NULLABLE_STRING,
-            "error": NULLABLE_STRING,
-        },
-    },
-    "BookingWithHistory": {
-        "allOf": [
-            _ref("Booking"),
-            {
-                "type": "object",
-                "required": ["history"],
-                "properties": {"history": {"type": "array", "items": _ref("Transition")}},
-            },
-        ]
-    },
-    "MediaIn": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "The booking user's own media (http/https URLs); the venue's settings "
-        "fill in what is missing.",
-        "properties": {
-            "intro": {**URL, "type": ["string", "null"]},
-            "logo": {**URL, "type": ["string", "null"]},
-            "sponsors": {"type": "array", "maxItems": 3, "items": URL},
-        },
-    },
-    "BookingIn": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["start_time", "end_time"],
-        "properties": {
-            "start_time": TIME,
-            "end_time": {**TIME, "description": "after start_time, at most EZREC_MAX_BOOKING_H "
-                         "later, and not in the past"},
-            "id": {"type": ["string", "null"], "pattern": ID_PATTERN,
-                   "description": "default: generated"},
-            "user_id": {"type": ["string", "null"], "pattern": USER_PATTERN},
-            "camera_id": {"type": ["string", "null"], "pattern": ID_PATTERN,
-                          "description": "camera / court id; default: this device"},
-            "media": {"anyOf": [_ref("MediaIn"), {"type": "null"}]},
-            "contact_email": {"type": ["string", "null"], "pattern": EMAIL_PATTERN,
-                              "description": "where the player's video links are mailed"},
-        },
-    },
-    "BookingPatch": {
-        "type": "object",
-        "additionalProperties": False,
-        "anyOf": [{"required": ["start_time"]}, {"required": ["end_time"]}],
-        "properties": {
-            "start_time": TIME,
-            "end_time": TIME,
-            "expected_version": {
-                "type": ["integer", "null"],
-                "minimum": 0,
-                "description": "refuse (409) if the booking's version is no longer this",
-            },
-        },
-    },
-    "Empty": {
-        "type": "object",
-        "additionalProperties": False,
-        "maxProperties": 0,
-    },
-    "Camera": {
-        "type": "object",
-        "required": ["index", "driver", "model", "mode", "up", "detail"],
-        "properties": {
-            "index": {"type": ["integer", "null"]},
-            "driver": NULLABLE_STRING,
-            "model": NULLABLE_STRING,
-            "mode": {"type": ["string", "null"], "description": "like 1280x720@30"},
-            "up": {"type": "boolean"},
-            "detail": {"type": "string", "description": "why it is down"},
-        },
-    },
-    "CameraList": {
-        "type": "object",
-        "required": ["source", "cameras"],
-        "properties": {
-            "source": {
-                "type": "string",
-                "enum": ["supervisor", "driver"],
-                "description": "the running supervisor's heartbeat, or the driver when it "
-                "is not running",
-            },
-            "cameras": {"type": "array", "items": _ref("Camera")},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": [
-            "device_id", "time", "supervisor", "cameras", "disk", "queue", "in_progress",
-            "last_errors", "system",
-        ],
-        "properties": {
-            "device_id": {"type": "string"},
-            "time": {"type": "string", "format": "date-time"},
-            "supervisor": {
-                "type": "object",
-                "required": ["running", "heartbeat_age_s"],
-                "properties": {
-                    "running": {"type": "boolean"},
-                    "heartbeat_age_s": {"type": ["number", "null"]},
-                    "recording": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "cameras": {"type": "array", "items": {"type": "object"}},
-            "disk": {
-                "type": "object",
-                "required": ["free_mb", "total_mb", "min_free_mb", "ok"],
-                "properties": {
-                    "free_mb": {"type": "number"},
-                    "total_mb": {"type": "number"},
-                    "min_free_mb": {"type": "number"},
-                    "ok": {"type": "boolean"},
-                },
-            },
-            "queue": {
-                "type": "object",
-                "required": list(STATES),
-                "additionalProperties": {"type": "integer", "minimum": 0},
-            },
-            "in_progress": {"type": "array", "items": {"type": "object"}},
-            "last_errors": {"type": "array", "items": {"type": "string"}},
-            "system": {"type": "object"},
-        },
-    },
-    "MediaRefresh": {
-        "type": "object",
-        "required": ["status", "video", "image"],
-        "properties": {
-            "status": {"type": "string", "enum": ["refreshing"]},
-            "video": {"type": "array", "items": {"type": "string"}},
-            "image": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-}
-
-ID_PARAM = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": ID_PATTERN},
-}
+def operations(route: Route) -> Iterable[tuple[str, Operation]]:
+    """(method, operation) for every method the route serves, HEAD aside."""
+    endpoint = route.endpoint
+    if inspect.isclass(endpoint) and issubclass(endpoint, HTTPEndpoint):
+        handlers = [(m, getattr(endpoint, m)) for m in METHODS if hasattr(endpoint, m)]
+    else:
+        handlers = [(m.lower(), endpoint) for m in sorted(route.methods or ()) if m != "HEAD"]
+    for method, handler in handlers:
+        op = getattr(handler, "openapi", None)
+        if op is None:
+            raise TypeError(f"{method.upper()} {route.path} has no @operation")
+        yield method, op
 
 
-def _paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
-    write = {"security": secured} if secured else {}
-    w401 = (401,) if secured else ()
-    return {
-        "/health": {
-            "get": {
-                "summary": "Liveness (no database access, never needs a token)",
-                "operationId": "health",
-                "security": [],
-                "responses": {
-                    "200": _json(
-                        {"type": "object", "required": ["status"],
-                         "properties": {"status": {"type": "string", "enum": ["ok"]}}},
-                        "The process answers.",
-                    )
-                },
-            }
-        },
-        "/status": {
-            "get": {
-                "summary": "Cameras, disk, bookings per state, supervisor heartbeat age",
-                "description": "The same report as `ezrec status --json`; at most 1 s old.",
-                "operationId": "status",
-                "responses": {"200": _json(_ref("Status"), "The status report.")},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics (text exposition format)",
-                "operationId": "metrics",
-                "responses": {
-                    "200": {
-                        "description": "Metrics.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "operationId": "openapi",
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1 document.")},
-            }
-        },
-        "/bookings": {
-            "get": {
-                "summary": "List bookings, ordered by start time",
-                "operationId": "listBookings",
-                "parameters": [
+def _allows_null(schema: dict[str, Any]) -> bool:
+    kinds = schema.get("type")
+    return (
+        kinds == "null"
+        or (isinstance(kinds, list) and "null" in kinds)
+        or any(_allows_null(alt) for alt in schema.get("anyOf", ()))
+    )
+
+
+class _Generate(GenerateJsonSchema):
+    """Pydantic's JSON Schema, less `"default": null` where null is not accepted (a field left
+    out means "none", which `SkipJsonSchema[None]` keeps out of the schema)."""
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        json_schema = super().default_schema(schema)
+        if json_schema.get("default", False) is None and not _allows_null(json_schema):
+            del json_schema["default"]
+        return json_schema
+
+
+class _Schemas:
+    """Collects every type to describe, then describes them all in one pass (one set of
+    definitions, so a model several routes use is one component)."""
+
+    def __init__(self) -> None:
+        self.inputs: list[tuple[int, JsonSchemaMode, TypeAdapter[Any]]] = []
+        self.found: dict[tuple[int, JsonSchemaMode], JsonSchemaValue] = {}
+        self.components: dict[str, Any] = {}
+
+    def add(self, annotation: Any, mode: JsonSchemaMode) -> tuple[int, JsonSchemaMode]:
+        key = (len(self.inputs), mode)
+        self.inputs.append((key[0], mode, TypeAdapter(annotation)))
+        return key
+
+    def resolve(self) -> None:
+        self.found, defs = TypeAdapter.json_schemas(
+            self.inputs, ref_template=REF, schema_generator=_Generate
+        )
+        self.components = dict(defs.get("$defs", {}))
+
+    def __getitem__(self, key: tuple[int, JsonSchemaMode]) -> dict[str, Any]:
+        return dict(self.found[key])
+
+
+@dataclass(frozen=True)
+class _Planned:
+    path: str
+    method: str
+    op: Operation
+    body: tuple[int, JsonSchemaMode] | None
+    answers: dict[int, tuple[int, JsonSchemaMode]]
+
+
+def _content(media_type: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {media_type: {"schema": schema}}
+
+
+def _plain(media_type: str) -> dict[str, Any]:
+    if media_type.startswith("text/"):
+        return {"type": "string"}
+    return {"type": "string", "format": "binary"}
+
+
+def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    required = set(schema.get("required", ()))
+    params = []
+    for name, prop in schema["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        params.append(param | {"schema": prop})
+    return params
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    names = [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
+    return [
+        {"name": n, "in": "path", "required": True,
+         "schema": TypeAdapter(PATH_PARAMETERS[n]).json_schema()}
+        for n in names
+    ]  # fmt: skip
+
+
+def _plan(routes: Iterable[BaseRoute], schemas: _Schemas) -> list[_Planned]:
+    planned = []
+    for route in routes:
+        if not isinstance(route, Route):
+            continue  # the static files' Mount: not an API
+        path = route.path.replace(":int}", "}")
+        for method, op in operations(route):
+            if op.query:
+                schemas.add(op.query, "validation")  # for its definition, spelled out below
+            planned.append(
+                _Planned(
+                    path,
+                    method,
+                    op,
+                    schemas.add(op.body, "validation") if op.body else None,
                     {
-                        "name": "state",
-                        "in": "query",
-                        "description": "only these states (repeat the parameter for several)",
-                        "style": "form",
-                        "explode": True,
-                        "schema": {"type": "array",
-                                   "items": {"type": "string", "enum": list(STATES)}},
+                        status: schemas.add(answer.model, "serialization")
+                        for status, answer in op.answers.items()
+                        if answer.model is not None
                     },
-                    {"name": "from", "in": "query", "description": "slots ending after this",
-                     "schema": TIME},
-                    {"name": "to", "in": "query", "description": "slots starting before this",
-                     "schema": TIME},
-                    {"name": "limit", "in": "query",
-                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST,
-                                "default": DEFAULT_LIST}},
-                ],
-                "responses": {
-                    "200": _json({"type": "array", "items": _ref("Booking")}, "Bookings."),
-                    **_errors(422),
-                },
-            },
-            "post": {
-                "summary": "Create a booking",
-                "operationId": "createBooking",
-                **write,
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("BookingIn")}}},
-                "responses": {
-                    "201": {
-                        **_json(_ref("Booking"), "Created."),
-                        "headers": {"Location": {"schema": {"type": "string"}}},
-                    },
-                    **_errors(*w401, 409, 413, 415, 422),
-                },
-            },
-        },
-        "/bookings/{id}": {
-            "parameters": [ID_PARAM],
-            "get": {
-                "summary": "One booking with its whole transition history",
-                "operationId": "getBooking",
-                "responses": {
-                    "200": _json(_ref("BookingWithHistory"), "The booking."),
-                    **_errors(404),
-                },
-            },
-            "patch": {
-                "summary": "Reschedule a booking that is still `confirmed`",
-                "operationId": "rescheduleBooking",
-                **write,
-                "requestBody": {
-                    "required": True, "content": {JSON: {"schema": _ref("BookingPatch")}}
-                },
-                "responses": {
-                    "200": _json(_ref("Booking"), "Rescheduled."),
-                    **_errors(*w401, 404, 409, 413, 415, 422),
-                },
-            },
-            "delete": {
-                "summary": "Cancel a booking (409 once its recording has finished)",
-                "description": "Cancelling a cancelled booking answers 200 (idempotent).",
-                "operationId": "cancelBooking",
-                **write,
-                "responses": {
-                    "200": _json(_ref("Booking"), "Cancelled."),
-                    **_errors(*w401, 404, 409),
-                },
-            },
-        },
-        "/bookings/{id}/retry": {
-            "parameters": [ID_PARAM],
-            "post": {
-                "summary": "Retry a failed booking now (resets its attempt count)",
-                "operationId": "retryBooking",
-                **write,
-                "requestBody": {"required": False, "content": {JSON: {"schema": _ref("Empty")}}},
-                "responses": {
-                    "200": _json(_ref("Booking"), "Re-armed."),
-                    **_errors(*w401, 404, 409, 413, 415, 422),
-                },
-            },
-        },
-        "/media/notify": {
-            "post": {
-                "summary": "An intro or logo changed: refresh the media cache",
-                "description": "Answers at once; the fetching runs after the answer.",
-                "operationId": "notifyMedia",
-                **write,
-                "requestBody": {"required": False, "content": {JSON: {"schema": _ref("Empty")}}},
-                "responses": {
-                    "202": _json(_ref("MediaRefresh"), "Refresh started."),
-                    **_errors(*w401, 413, 415, 422),
-                },
-            },
-        },
-        "/cameras": {
-            "get": {
-                "summary": "Each camera: driver, model, mode, up or down",
-                "operationId": "listCameras",
-                "responses": {
-                    "200": _json(_ref("CameraList"), "Cameras."),
-                    **_errors(503),
-                },
-            }
-        },
-        "/cameras/{n}/preview.jpg": {
-            "get": {
-                "summary": "A current still, for aiming the camera (never cached)",
-                "description": "Taken from the newest recorded segment while a booking "
-                "records (the recording is not touched), else from the camera.",
-                "operationId": "cameraPreview",
-                "parameters": [
-                    {"name": "n", "in": "path", "required": True,
-                     "schema": {"type": "integer", "minimum": 0}}
-                ],
-                "responses": {
-                    "200": {
-                        "description": "A JPEG image.",
-                        "headers": {"Cache-Control": {"schema": {"type": "string",
-                                                                  "enum": ["no-store"]}}},
-                        "content": {"image/jpeg": {"schema": {"type": "string",
-                                                              "format": "binary"}}},
-                    },
-                    **_errors(404, 503),
-                },
-            }
-        },
-    }
+                )
+            )
+    return planned
 
 
-def document(token_required: bool) -> dict[str, Any]:
-    """The document; mutating operations carry the bearer requirement when a token is set."""
-    secured = [{"bearer": []}] if token_required else []
+def _responses(plan: _Planned, schemas: _Schemas, errors: list[int]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, answer in plan.op.answers.items():
+        key = plan.answers.get(status)
+        schema = schemas[key] if key else _plain(answer.media_type)
+        responses[str(status)] = {
+            "description": answer.description,
+            **({"headers": {k: {"schema": v} for k, v in answer.headers.items()}}
+               if answer.headers else {}),
+            "content": _content(answer.media_type, schema),
+        }  # fmt: skip
+    for status in errors:
+        responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    return responses
+
+
+def _error_responses(statuses: Iterable[int], error: dict[str, Any]) -> dict[str, Any]:
     responses = {
-        f"E{status}": _json(_ref("Error"), text) for status, text in _ERROR_TEXT.items()
+        f"E{status}": {
+            "description": ERROR_TEXT[status].format(max_body=MAX_BODY_BYTES),
+            "content": _content(JSON, error),
+        }
+        for status in sorted(statuses)
     }
-    responses["E401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    if "E401" in responses:
+        responses["E401"]["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
+    return responses
+
+
+def document(routes: Iterable[BaseRoute], *, token_required: bool) -> dict[str, Any]:
+    """The document of `routes`; the bearer requirement is listed when a token is set."""
+    schemas = _Schemas()
+    planned = _plan(routes, schemas)
+    error_key = schemas.add(ErrorBody, "serialization")
+    schemas.resolve()
+    # A query model is spelled out as parameters, not kept as a schema of its own.
+    queries = {
+        plan.op.query: schemas.components.pop(plan.op.query.__name__)
+        for plan in planned
+        if plan.op.query and plan.op.query.__name__ in schemas.components
+    }
+    paths: dict[str, Any] = {}
+    used_errors: set[int] = set()
+    for plan in planned:
+        op = plan.op
+        secured = token_required and not op.public and (op.token or plan.method.upper() in MUTATING)
+        item: dict[str, Any] = {"summary": op.summary, "operationId": op.id}
+        if op.description:
+            item["description"] = op.description
+        params = _path_parameters(plan.path)
+        if op.query:
+            params += _query_parameters(queries[op.query])
+        if params:
+            item["parameters"] = params
+        if op.public or secured:
+            item["security"] = [{"bearer": []}] if secured else []
+        if plan.body is not None:
+            item["requestBody"] = {
+                "required": op.body_required,
+                "content": _content(JSON, schemas[plan.body]),
+            }
+        errors = sorted({*op.errors, *((401,) if secured else ())})
+        used_errors.update(errors)
+        item["responses"] = _responses(plan, schemas, errors)
+        paths.setdefault(plan.path, {})[plan.method] = item
     return {
         "openapi": "3.1.0",
         "info": {
@@ -451,10 +270,10 @@ def document(token_required: bool) -> dict[str, Any]:
             "are JSON `{\"error\": code, \"detail\": text}`. Mutating routes need "
             "`Authorization: Bearer <EZREC_API_TOKEN>` when a token is configured.",
         },
-        "paths": _paths(secured) | PAGE_PATHS | replays_openapi.paths(secured),
+        "paths": paths,
         "components": {
-            "schemas": SCHEMAS | replays_openapi.SCHEMAS,
-            "responses": responses,
+            "schemas": schemas.components,
+            "responses": _error_responses(used_errors, schemas[error_key]),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

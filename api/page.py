@@ -27,11 +27,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from api.auth import authorized, bearer_token
+from api.openapi import Answer, operation
 from api.page_view import BOOKINGS_SHOWN, booking_groups, camera_views, video_items
+from api.responses import PageLive
 from api.state import ApiState, api_state
 from api.video_links import VideoLinks, video, video_links
 from controller.db import utcnow
-from controller.fsm import STATES
+from controller.fsm.states import STATES
 
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")
@@ -116,6 +118,12 @@ def _render_parts(view: View) -> dict[str, str]:
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+@operation(
+    id="page", summary="The box's web page for venue staff (HTML)",
+    description="Bookings, health, camera stills and recent videos; the same data as "
+    "`/status` and `/bookings`. Changes go through the API's routes with the token.",
+    answers={200: Answer("The page.", media_type="text/html")},
+)  # fmt: skip
 async def index(request: Request) -> Response:
     view = await _gather(request)
     return TEMPLATES.TemplateResponse(request, "index.html", view.context(), headers=NO_STORE)
@@ -130,6 +138,11 @@ def token_verdict(request: Request, view: View) -> str:
     return "accepted" if view.capabilities else "wrong"
 
 
+@operation(
+    id="pageLive", summary="The page's live parts, rendered again (HTML strings in JSON)",
+    description="What the page polls. With the token, videos come with links that play them.",
+    answers={200: Answer("One HTML fragment per part, and the time they show.", PageLive)},
+)  # fmt: skip
 async def live(request: Request) -> JSONResponse:
     view = await _gather(request)
     parts = await run_in_threadpool(_render_parts, view)

@@ -18,35 +18,33 @@ from sqlalchemy import select
 
 from controller.config import Settings
 from controller.db import Booking
-from controller.fsm import FAILED_STATES, BookingStore
-from controller.fsm.machine import (
-    CANCELLED,
-    COMPLETED,
-    CONFIRMED,
-    MISSED,
-    RECORDING,
-    RECORDING_FAILED,
-    VIDEO_PROCESSED,
-    VIDEO_UPLOADED,
-)
+from controller.fsm import BookingStore, allowed_triggers
+from controller.fsm.states import FAILED, State
 from controller.recordings import outputs_of
 
 # The state names are the contract; these say what each means to someone at the venue.
 STATE_WORDS: dict[str, str] = {
-    CONFIRMED: "booked, waiting for its slot",
-    RECORDING: "recording now",
-    COMPLETED: "recorded, waiting for the video to be built",
-    VIDEO_PROCESSED: "video built, waiting to be uploaded",
-    VIDEO_UPLOADED: "video uploaded",
-    RECORDING_FAILED: "recording failed",
-    "processing_failed": "building the video failed",
-    "upload_failed": "upload failed",
-    CANCELLED: "cancelled",
-    MISSED: "missed: nothing could record the slot",
+    State.CONFIRMED: "booked, waiting for its slot",
+    State.RECORDING: "recording now",
+    State.COMPLETED: "recorded, waiting for the video to be built",
+    State.VIDEO_PROCESSED: "video built, waiting to be uploaded",
+    State.VIDEO_UPLOADED: "video uploaded",
+    State.RECORDING_FAILED: "recording failed",
+    State.PROCESSING_FAILED: "building the video failed",
+    State.UPLOAD_FAILED: "upload failed",
+    State.CANCELLED: "cancelled",
+    State.MISSED: "missed: nothing could record the slot",
 }
-# The states the machine lets `cancel` / `retry` leave (DESIGN.md), so that the page offers
-# only what the API would accept; a race still gets the API's own refusal.
-CANCELLABLE = frozenset({CONFIRMED, RECORDING, RECORDING_FAILED})
+
+
+def _leaving_by(trigger: str) -> frozenset[State]:
+    return frozenset(s for s in State if trigger in allowed_triggers(s.value))
+
+
+# The states the machine lets `cancel` / `retry` leave, so that the page offers only what the
+# API would accept; a race still gets the API's own refusal.
+CANCELLABLE = _leaving_by("cancel")
+RETRYABLE = _leaving_by("retry")
 # Each poll renders them again (~0.8 kB and ~0.25 ms each here, several times that on a Pi):
 # the page shows the soonest ones, `ezrec bookings` lists everything.
 BOOKINGS_SHOWN = 100
@@ -70,6 +68,7 @@ class BookingRow:
     last_error: str | None
     can_cancel: bool
     can_retry: bool
+    can_mark: bool  # replay marks are taken while the booking records
 
 
 @dataclass(frozen=True)
@@ -125,12 +124,14 @@ def local_video(booking: Booking, settings: Settings) -> Path | None:
 
 
 def _progress(booking: Booking, now: datetime) -> tuple[str | None, float | None]:
-    if booking.state == RECORDING:
+    if booking.state == State.RECORDING:
         # The supervisor reports build and upload progress; a recording's is its clock.
         length = (booking.end_time - booking.start_time).total_seconds()
         done = (now - booking.start_time).total_seconds()
-        return "recording", max(0.0, min(1.0, done / length)) if length > 0 else None
-    if booking.progress is not None and booking.state in (COMPLETED, VIDEO_PROCESSED):
+        return State.RECORDING, max(0.0, min(1.0, done / length)) if length > 0 else None
+    if booking.progress is not None and booking.state in (
+        State.COMPLETED, State.VIDEO_PROCESSED
+    ):
         return booking.progress_stage, booking.progress
     return None, None
 
@@ -148,10 +149,11 @@ def booking_row(booking: Booking, settings: Settings, now: datetime) -> BookingR
         progress=progress,
         attempts=booking.attempts,
         max_attempts=settings.max_attempts,
-        next_attempt_at=booking.next_attempt_at if booking.state in FAILED_STATES else None,
+        next_attempt_at=booking.next_attempt_at if booking.state in FAILED else None,
         last_error=booking.last_error,
         can_cancel=booking.state in CANCELLABLE,
-        can_retry=booking.state in FAILED_STATES,
+        can_retry=booking.state in RETRYABLE,
+        can_mark=booking.state == State.RECORDING,
     )
 
 
@@ -159,7 +161,7 @@ def booking_groups(store: BookingStore, settings: Settings, now: datetime) -> li
     """Today's and upcoming bookings, plus failed ones of any day (they wait for someone)."""
     soonest = store.list(start_from=local_day_start(now), limit=BOOKINGS_SHOWN)
     shown = {b.id: b for b in soonest}
-    for booking in store.list(state=sorted(FAILED_STATES), limit=50):
+    for booking in store.list(state=sorted(FAILED), limit=50):
         shown.setdefault(booking.id, booking)
     groups: dict[str, list[BookingRow]] = {}
     for booking in sorted(shown.values(), key=lambda b: (b.start_time, b.id)):
@@ -176,7 +178,7 @@ def newest_videos(store: BookingStore, now: datetime) -> list[Booking]:
     query = (
         select(Booking)
         .where(
-            Booking.state.in_([VIDEO_PROCESSED, VIDEO_UPLOADED]),
+            Booking.state.in_([State.VIDEO_PROCESSED, State.VIDEO_UPLOADED]),
             Booking.end_time > now - timedelta(days=VIDEO_DAYS),
         )
         .order_by(Booking.end_time.desc(), Booking.id.desc())

@@ -1,8 +1,10 @@
-"""Reading and validating what clients send: JSON bodies (size-capped) and query parameters.
+"""Reading and validating what clients send: JSON bodies (size-capped), query and path parameters.
 
-The patterns here are also those of the OpenAPI document (`api.openapi` imports them), so the
-published schema and the checks cannot drift apart. Times must be ISO 8601 with an offset:
-a naive time is refused, never guessed, because a box in the wrong zone records the wrong hour.
+The models here are the request side of the OpenAPI document (`api.openapi` describes them with
+pydantic's JSON Schema), so the published schema and the checks cannot drift apart: every
+pattern is both a `StringConstraints` (the schema) and a `fullmatch` check with a message for
+people. Times must be ISO 8601 with an offset: a naive time is refused, never guessed, because
+a box in the wrong zone records the wrong hour.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, get_origin
 
 from pydantic import (
     BaseModel,
@@ -19,19 +21,23 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 
 from api.errors import ApiError
+from controller.fsm.states import BOOKING_ID_PATTERN, STATES, State, valid_booking_id
+
+Q = TypeVar("Q", bound=BaseModel)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIST = 10_000
 DEFAULT_LIST = 1_000
 
 # JSON Schema (ECMA 262) syntax; Python checks them with re.fullmatch, so that "$" cannot
-# accept a trailing newline.
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# accept a trailing newline. A booking (and camera) id is `BOOKING_ID_PATTERN`.
 USER_PATTERN = r"^[A-Za-z0-9_.@:-]{1,128}$"
 EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}$"
 TIME_PATTERN = (
@@ -39,13 +45,13 @@ TIME_PATTERN = (
     r"(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 URL_PATTERN = r"^https?://[^\s]{1,2040}$"
+CLIP_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
 TIME_HINT = (
     "must be an ISO 8601 time with a UTC offset, e.g. 2026-11-23T18:00:00+01:00 "
     "(naive times are refused, not guessed)"
 )
 
 _TIME_RE = re.compile(TIME_PATTERN)
-_ID_RE = re.compile(ID_PATTERN)
 _DIGITS = re.compile(r"[0-9]{1,12}")  # str.isdigit() also says yes to '²'
 
 
@@ -71,17 +77,35 @@ def _fullmatch(pattern: str, what: str) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-Time = Annotated[datetime, BeforeValidator(parse_time)]
-BookingId = Annotated[str, _fullmatch(ID_PATTERN, "must be 1-64 characters of A-Z a-z 0-9 _ -")]
-Email = Annotated[str, _fullmatch(EMAIL_PATTERN, "must be one address such as player@example.com")]
-UserId = Annotated[
-    str, _fullmatch(USER_PATTERN, "must be 1-128 characters of A-Z a-z 0-9 _ . @ : -")
-]
-MediaUrl = Annotated[
-    str,
-    StringConstraints(max_length=2048),
-    _fullmatch(URL_PATTERN, "must be an http:// or https:// URL without spaces"),
-]
+def _matching(pattern: str, what: str, **constraints: Any) -> Any:
+    """A string of `pattern`: in the schema as such, refused with `what` (the check runs
+    first, so a client reads our words, not pydantic's)."""
+    return Annotated[
+        str, StringConstraints(pattern=pattern, **constraints), _fullmatch(pattern, what)
+    ]
+
+
+TIME_SCHEMA = {
+    "type": "string",
+    "pattern": TIME_PATTERN,
+    "description": "ISO 8601 with a UTC offset (naive times are refused), e.g. "
+    "2026-11-23T18:00:00+01:00",
+    "examples": ["2026-11-23T18:00:00+01:00"],
+}
+Time = Annotated[datetime, BeforeValidator(parse_time), WithJsonSchema(TIME_SCHEMA)]
+BookingId = _matching(BOOKING_ID_PATTERN, "must be 1-64 characters of A-Z a-z 0-9 _ -")
+Email = _matching(EMAIL_PATTERN, "must be one address such as player@example.com")
+UserId = _matching(USER_PATTERN, "must be 1-128 characters of A-Z a-z 0-9 _ . @ : -")
+MediaUrl = _matching(
+    URL_PATTERN, "must be an http:// or https:// URL without spaces", max_length=2048
+)
+ClipName = _matching(CLIP_PATTERN, "must be a clip's name, such as clip01")
+# The path parameters' types, by name (the document's parameters; the routes check them).
+PATH_PARAMETERS: dict[str, Any] = {
+    "id": BookingId,
+    "camera": BookingId,
+    "n": Annotated[int, Field(ge=0)],
+}
 
 
 class _Strict(BaseModel):
@@ -102,20 +126,35 @@ class MediaIn(_Strict):
 
 class BookingIn(_Strict):
     start_time: Time
-    end_time: Time
-    id: BookingId | None = None
+    end_time: Annotated[
+        Time, Field(description="after start_time, at most EZREC_MAX_BOOKING_H later, and "
+                    "not in the past")
+    ]
+    id: Annotated[BookingId | None, Field(description="default: generated")] = None
     user_id: UserId | None = None
-    camera_id: BookingId | None = None
+    camera_id: Annotated[
+        BookingId | None, Field(description="camera / court id; default: this device")
+    ] = None
     media: MediaIn | None = None
     # Where the player's video links are mailed, when the box has SMTP (docs/replays.md).
-    contact_email: Email | None = None
+    contact_email: Annotated[
+        Email | None, Field(description="where the player's video links are mailed")
+    ] = None
 
 
 class BookingPatch(_Strict):
-    start_time: Time | None = None
-    end_time: Time | None = None
+    # The schema says what `_no_nulls` and `_something` check: no nulls, at least one time.
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["start_time"]}, {"required": ["end_time"]}]}
+    )
+
+    start_time: Time | SkipJsonSchema[None] = None
+    end_time: Time | SkipJsonSchema[None] = None
     # Optimistic concurrency: refuse the change if the booking moved on since it was read.
-    expected_version: Annotated[int, Field(ge=0)] | None = None
+    expected_version: Annotated[
+        Annotated[int, Field(ge=0)] | None,
+        Field(description="refuse (409) if the booking's version is no longer this"),
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -132,6 +171,77 @@ class BookingPatch(_Strict):
         if self.start_time is None and self.end_time is None:
             raise ValueError("nothing to change: give start_time and/or end_time")
         return self
+
+
+class Empty(_Strict):
+    """No body, or an empty JSON object (`no_body`)."""
+
+    model_config = ConfigDict(json_schema_extra={"maxProperties": 0})
+
+
+class MarkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: Annotated[Time | None, Field(description="default now")] = None
+
+
+def _known_state(value: Any) -> Any:
+    if isinstance(value, str) and value not in STATES:
+        raise ValueError(f"has an unknown state {value[:40]!r} (known: {', '.join(STATES)})")
+    return value
+
+
+def _list_limit(value: Any) -> Any:
+    if not isinstance(value, str) or not _DIGITS.fullmatch(value):
+        raise ValueError(f"must be an integer from 1 to {MAX_LIST}")
+    if not 1 <= int(value) <= MAX_LIST:
+        raise ValueError(f"must be an integer from 1 to {MAX_LIST}")
+    return int(value)
+
+
+class BookingQuery(BaseModel):
+    """`GET /bookings`' query; the filters combine (a slot overlapping [from, to))."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: Annotated[
+        list[Annotated[State, BeforeValidator(_known_state)]],
+        Field(description="only these states (repeat the parameter for several)"),
+    ] = []
+    start_from: Annotated[
+        Time | SkipJsonSchema[None], Field(alias="from", description="slots ending after this")
+    ] = None
+    start_to: Annotated[
+        Time | SkipJsonSchema[None], Field(alias="to", description="slots starting before this")
+    ] = None
+    limit: Annotated[
+        int, Field(ge=1, le=MAX_LIST), BeforeValidator(_list_limit)
+    ] = DEFAULT_LIST
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BookingQuery:
+        if self.start_from and self.start_to and self.start_to <= self.start_from:
+            raise ValueError("'to' must be after 'from'")
+        return self
+
+
+class QrQuery(BaseModel):
+    clip: Annotated[
+        ClipName | SkipJsonSchema[None],
+        Field(description="a clip's name (clip01) instead of the video"),
+    ] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_video(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v != ""} if isinstance(data, dict) else data
+
+
+class VideoLinkQuery(BaseModel):
+    """A signed video link's query; checked by `api.video_links` (a wrong link is 403)."""
+
+    exp: str
+    sig: str
 
 
 def _describe(exc: ValidationError) -> str:
@@ -201,25 +311,22 @@ async def read_json(request: Request, *, cap: int = MAX_BODY_BYTES) -> Any:
 
 
 def valid_id(value: str, what: str = "booking") -> str:
-    if not _ID_RE.fullmatch(value):
+    if not valid_booking_id(value):
         raise ApiError(404, f"no {what} {value[:80]!r}")
     return value
 
 
-def query_time(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
+def parse_query(model: type[Q], request: Request) -> Q:
+    """The query as `model` (a repeated parameter counts once unless the field is a list)."""
+    params, data = request.query_params, {}
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key in params:
+            data[key] = params.getlist(key) if get_origin(info.annotation) is list else params[key]
     try:
-        return parse_time(raw)
-    except ValueError as exc:
-        raise ApiError(422, f"query parameter {name!r} {exc}") from None
-
-
-def query_limit(request: Request) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return DEFAULT_LIST
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIST:
-        raise ApiError(422, f"query parameter 'limit' must be an integer from 1 to {MAX_LIST}")
-    return int(raw)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = err.get("loc", ())
+        raise ApiError(422, f"query parameter {loc[0]!r} {msg}" if loc else msg) from None

@@ -24,8 +24,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from api.errors import ApiError
+from api.openapi import Answer, operation
 from api.page_view import local_video
-from api.schemas import valid_id
+from api.schemas import VideoLinkQuery, valid_id
 from api.state import api_state
 
 # A link is valid until the end of the next whole hour: 1-2 hours, and the same link for the
@@ -65,6 +66,15 @@ def video_links(request: Request) -> VideoLinks:
     return links
 
 
+@operation(
+    id="video", summary="A finished video from the box's own copy, through a signed link",
+    description="The link (`exp`, `sig`) is handed out by `/page/live` to a request with the "
+    "token; Range requests are honoured.",
+    query=VideoLinkQuery,
+    answers={200: Answer("The video.", media_type="video/mp4"),
+             206: Answer("The range asked for.", media_type="video/mp4")},
+    errors=(403, 404, 416),
+)  # fmt: skip
 async def video(request: Request) -> Response:
     booking_id = valid_id(request.path_params["id"])
     query = request.query_params
