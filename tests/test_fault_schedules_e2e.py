@@ -19,7 +19,7 @@ import pytest
 from controller.db import utcnow
 from controller.drivers.nudge import send_nudge
 from controller.fsm import Conflict, InvalidBooking, InvalidTrigger, StaleVersion, replay
-from controller.fsm.machine import TERMINAL_STATES
+from controller.fsm.states import TERMINAL
 from tests._e2e import ffmpeg_processes
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def overlap_s(intervals: list[tuple[float, float]], start: float, end: float) ->
 def wait_terminal(store: Any, ids: list[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(store.get(b).state in TERMINAL_STATES for b in ids):
+        if all(store.get(b).state in TERMINAL for b in ids):
             return
         time.sleep(0.2)
     raise AssertionError({b: history_text(store, b) for b in ids})

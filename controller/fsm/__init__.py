@@ -5,10 +5,6 @@ sync's `outbox`) and replay marks (`marks`)."""
 from controller.fsm.checks import check_times
 from controller.fsm.errors import BookingError, Conflict, InvalidBooking, NotFound, StaleVersion
 from controller.fsm.machine import (
-    FAILED_STATES,
-    LIVE_STATES,
-    STATES,
-    TERMINAL_STATES,
     TRIGGERS,
     InvalidTrigger,
     allowed_triggers,
@@ -18,14 +14,17 @@ from controller.fsm.machine import (
 )
 from controller.fsm.queries import Due
 from controller.fsm.retry import RetryPolicy
+from controller.fsm.states import FAILED, LIVE, NOT_BUILT, STATES, TERMINAL, WORKING, State
 from controller.fsm.store import BookingStore
 
 __all__ = [
-    "FAILED_STATES",
-    "LIVE_STATES",
+    "FAILED",
+    "LIVE",
+    "NOT_BUILT",
     "STATES",
-    "TERMINAL_STATES",
+    "TERMINAL",
     "TRIGGERS",
+    "WORKING",
     "BookingError",
     "BookingStore",
     "Conflict",
@@ -35,6 +34,7 @@ __all__ = [
     "NotFound",
     "RetryPolicy",
     "StaleVersion",
+    "State",
     "allowed_triggers",
     "check_times",
     "diagram",

@@ -12,23 +12,7 @@ from typing import Any, Literal
 
 from transitions import Machine
 
-from controller.fsm.states import FAILED, LIVE, STATES, TERMINAL, State
-
-# Old aliases, still imported elsewhere: callers say `State.X` and the sets of `states`; these
-# go once none is left.
-CONFIRMED = State.CONFIRMED.value
-RECORDING = State.RECORDING.value
-COMPLETED = State.COMPLETED.value
-VIDEO_PROCESSED = State.VIDEO_PROCESSED.value
-VIDEO_UPLOADED = State.VIDEO_UPLOADED.value
-RECORDING_FAILED = State.RECORDING_FAILED.value
-PROCESSING_FAILED = State.PROCESSING_FAILED.value
-UPLOAD_FAILED = State.UPLOAD_FAILED.value
-CANCELLED = State.CANCELLED.value
-MISSED = State.MISSED.value
-FAILED_STATES = FAILED
-TERMINAL_STATES = TERMINAL
-LIVE_STATES = LIVE
+from controller.fsm.states import STATES, State
 
 Trigger = Literal[
     "start", "finish", "process", "upload", "fail", "retry", "cancel", "miss",
