@@ -63,8 +63,7 @@ def show_booking(ctx: Context, booking_id: str, as_json: bool, qr: bool = False)
     history = ctx.store.history(booking_id)
     if as_json:
         marks = [m.to_dict() for m in marks_of(ctx.store, booking_id)]
-        print_json(booking_json(booking) | {"marks": marks,
-                                            "history": [h.to_dict() for h in history]})
+        print_json(booking_json(booking, history) | {"marks": marks})
         return
     fields = [
         ("id", booking.id),

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 import click
 from rich.console import Console
 
-from controller.db import Booking
+from controller.db import Booking, TransitionRow
+from controller.fsm import views
 
 # Piped output (scripts, tests, logs) must not be cut at 80 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
@@ -25,9 +26,12 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-def booking_json(booking: Booking) -> dict[str, Any]:
-    """A booking as every verb's `--json` prints it (the one place that decides its fields)."""
-    return booking.to_dict()
+def booking_json(
+    booking: Booking, history: Iterable[TransitionRow] | None = None
+) -> dict[str, Any]:
+    """A booking as every verb's `--json` prints it: the API's own model
+    (`fsm.views.BookingView`, with `history` `BookingWithHistory`), so the two cannot differ."""
+    return views.booking_json(booking, history)
 
 
 def when(value: datetime | None) -> str:
