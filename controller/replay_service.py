@@ -21,7 +21,7 @@ from controller import qrcodes, share
 from controller.config import Settings
 from controller.db import Booking
 from controller.drivers.mailer import Attachment, Mail, Mailer, MailError
-from controller.drivers.storage import Storage, StorageError
+from controller.drivers.storage import ServerSideCopy, Storage, StorageError
 from controller.fsm import BookingError, BookingStore, StaleVersion
 from controller.fsm.marks import MarkRefused, record_mark
 from controller.fsm.states import State
@@ -111,7 +111,8 @@ class ReplayKeeper:
         """One round; returns the problems met (also logged)."""
         now = now or self.store.clock()
         problems: list[str] = []
-        can_share = bool(self.settings.share_url_template) or hasattr(self.storage, "copy")
+        copies = isinstance(self.storage, ServerSideCopy)
+        can_share = bool(self.settings.share_url_template) or copies
         recent = now - timedelta(hours=self.settings.share_link_h)
         for booking in self.store.list(state=State.VIDEO_UPLOADED):
             # Videos stored before links existed (an upgrade, a long history) get theirs on
@@ -209,7 +210,8 @@ def start(
     mailer = None
     if settings.smtp_url is not None and settings.notify_from:
         mailer = Mailer(settings.smtp_url.get_secret_value(), settings.notify_from)
-    if mailer is None and not settings.share_url_template and not hasattr(storage, "copy"):
+    links = bool(settings.share_url_template) or isinstance(storage, ServerSideCopy)
+    if mailer is None and not links:
         return sidecars  # local storage, no template, no mail: nothing for a keeper to do
     keeper = ReplayKeeper(settings, store, storage, mailer).start()
     store.on_outbox.append(keeper.wake)  # a video just stored gets its links at once

@@ -23,7 +23,7 @@ from typing import Any
 
 from controller.config import Settings
 from controller.db import Booking
-from controller.drivers.storage import Storage, StorageError
+from controller.drivers.storage import ServerSideCopy, Storage, StorageError
 from controller.fsm import BookingError, BookingStore, StaleVersion
 from controller.fsm.states import State
 
@@ -93,14 +93,13 @@ def make_links(
             entry["expires_at"] = None  # the venue's site decides
         else:
             shared = _shared_key(obj["key"], token)
-            copier = getattr(storage, "copy", None)
-            if copier is None:
+            if not isinstance(storage, ServerSideCopy):
                 raise ShareError(
                     f"storage {storage.url} cannot hand out links: set EZREC_SHARE_URL_TEMPLATE "
                     "or store videos on S3 (EZREC_STORAGE_URL=s3://…)"
                 )
             if copy:
-                copier(obj["key"], shared)
+                storage.copy(obj["key"], shared)
             url = storage.presign(shared, ttl_s)
             if url is None:
                 raise ShareError(f"storage {storage.url} gave no presigned URL")

@@ -118,6 +118,7 @@ class ServerSideCopy(Protocol):
 
     def copy(self, key: str, new_key: str) -> None: ...
 
+
 def local_source(path: Path) -> int:
     """The size of the file to upload, or a clear non-retryable error."""
     try:
