@@ -165,8 +165,8 @@ def revoke(store: BookingStore, storage: Storage, booking_id: str) -> Booking:
         if item.get("shared_key"):
             storage.delete(item["shared_key"])  # StorageError: nothing written, try again
     now = store.clock()
-    gone: dict[str, Any] = {"token": None, "created_at": share.get("created_at"), "expires_at": None,
-            "links": [], "revoked_at": now.isoformat()}  # fmt: skip
+    gone: dict[str, Any] = {"token": None, "created_at": share.get("created_at"),
+                            "expires_at": None, "links": [], "revoked_at": now.isoformat()}
     return _write(store, booking, gone, "share links revoked")
 
 
