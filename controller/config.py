@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     video_encoder: Literal["libx264", "h264_v4l2m2m"] = "libx264"
     x264_preset: str = "veryfast"
     crf: int = Field(default=23, ge=0, le=51)
+    # The video is built while the slot is recorded, this many seconds at a time, so that only
+    # the last chunk remains when it ends (docs/video.md); 0 builds it in one pass afterwards.
+    chunk_s: int = Field(default=10, ge=0, le=600)
+    # A ceiling on the finished video's bitrate (x264 VBV), so that a venue's uplink keeps pace
+    # with the recording (docs/video.md: how to choose it); 0 lets CRF alone decide.
+    max_bitrate_kbps: int = Field(default=0, ge=0, le=200_000)
+    # CPU priority of the build's encoders: 19, the lowest, lets the cameras always win.
+    build_nice: int = Field(default=19, ge=0, le=19)
 
     # Storage and cloud
     storage_url: str = ""  # default: file://<data_dir>/uploads

@@ -415,7 +415,9 @@ def test_fast_path_refuses_runs_with_other_encoder_settings(tmp_path: Path) -> N
 # -- running: command line, progress, stop, validation -------------------------------------
 @pytest.mark.slow
 def test_printed_command_is_the_one_that_runs(assets: dict[str, Path], tmp_path: Path) -> None:
-    spec = spec_for(tmp_path, feeds_from_raw_dir(assets["raw"]), intro=assets["intro"])
+    spec = spec_for(
+        tmp_path, feeds_from_raw_dir(assets["raw"]), intro=assets["intro"], incremental=False
+    )
     (argv,) = command_lines(spec)
     assert argv[0] == "ffmpeg" and "-filter_complex" in argv
     graph = argv[argv.index("-filter_complex") + 1]

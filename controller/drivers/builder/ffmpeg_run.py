@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import threading
 from collections import deque
@@ -27,12 +28,16 @@ def run_ffmpeg(
     expected_s: float,
     report: Callable[[float], None],
     stop: threading.Event | None,
-) -> None:
-    """Run one ffmpeg with -progress on stdout, stderr drained, stoppable; raise on failure."""
+    nice: int = 0,
+) -> float:
+    """Run one ffmpeg with -progress on stdout, stderr drained, stoppable; raise on failure.
+
+    Returns the CPU seconds (user + system) the process used: what a build costs in total is
+    the sum of these, whether it ran in chunks while recording or in one pass afterwards."""
     cmd = [argv[0], "-progress", "pipe:1", "-nostats", *argv[1:]]
     # Tied to our life: after a SIGKILL of the supervisor no encoder goes on writing.
     proc = spawn_child(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd, nice=nice, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     tail: deque[str] = deque(maxlen=30)
 
@@ -55,13 +60,12 @@ def run_ffmpeg(
     for t in threads:
         t.start()
     stopped = False
-    while proc.poll() is None:
-        if stop is None:
-            proc.wait()
-        elif stop.wait(0.2):
+    while not _exited(proc, block=stop is None):
+        if stop is not None and stop.wait(0.2):
             stopped = True
             _stop_process(proc)
             break
+    cpu = _cpu_seconds(proc.pid)
     proc.wait()
     for t in threads:
         t.join(timeout=5)
@@ -71,6 +75,30 @@ def run_ffmpeg(
         errors = [line for line in tail if line.strip()]
         detail = errors[-1] if errors else "no output"
         raise BuildError(f"ffmpeg failed (exit {proc.returncode}): {detail}")
+    return cpu
+
+
+def _exited(proc: subprocess.Popen[bytes], *, block: bool) -> bool:
+    """Whether the child has exited, leaving it unreaped (a zombie still shows its CPU times
+    in /proc, which a reaped child does not)."""
+    flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+    try:
+        return os.waitid(os.P_PID, proc.pid, flags) is not None
+    except ChildProcessError:  # already reaped elsewhere
+        return True
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 of stat(5), utime and stime; the split after "comm)" starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -56,9 +56,9 @@ def _normalised_feed(plan: Plan, f: PreparedFeed, w: int, h: int) -> Any:
         skip = round(f.skip, 6)
         v = v.filter("trim", start=skip).filter("setpts", f"PTS-{skip}/TB")
     v = v.filter("fps", fps=spec.fps, start_time=0)
-    v = _rotate(v, f.feed.rotation)
+    v = rotate_stream(v, f.feed.rotation)
     in_w, in_h = (f.height, f.width) if f.feed.rotation in (90, 270) else (f.width, f.height)
-    v = _fit(v, in_w, in_h, w, h)
+    v = fit_stream(v, in_w, in_h, w, h)
     end_pad = max(0.0, plan.recording_s - f.lead - f.available) + 1.0  # +1 s: rounding slack
     v = v.filter(
         "tpad", start_duration=round(f.lead, 6), stop_mode="add",
@@ -67,7 +67,7 @@ def _normalised_feed(plan: Plan, f: PreparedFeed, w: int, h: int) -> Any:
     return v.filter("trim", duration=round(plan.recording_s, 6))
 
 
-def _rotate(v: Any, rotation: int) -> Any:
+def rotate_stream(v: Any, rotation: int) -> Any:
     if rotation == 90:
         return v.filter("transpose", 1)  # clockwise
     if rotation == 270:
@@ -77,7 +77,7 @@ def _rotate(v: Any, rotation: int) -> Any:
     return v
 
 
-def _fit(v: Any, in_w: int, in_h: int, w: int, h: int) -> Any:
+def fit_stream(v: Any, in_w: int, in_h: int, w: int, h: int) -> Any:
     """Scale into w x h keeping the aspect ratio, black bars where it does not fill."""
     if (in_w, in_h) != (w, h):
         scale = min(w / in_w, h / in_h)
@@ -90,7 +90,7 @@ def _fit(v: Any, in_w: int, in_h: int, w: int, h: int) -> Any:
 
 
 # -- stage: layout -------------------------------------------------------------------------
-def _layout(plan: Plan, streams: list[Any]) -> Any:
+def layout_streams(plan: Plan, streams: list[Any]) -> Any:
     spec = plan.spec
     if plan.layout == "side_by_side":
         return ffmpeg.filter(streams, "hstack", inputs=len(streams))
@@ -112,7 +112,7 @@ def _layout(plan: Plan, streams: list[Any]) -> Any:
 
 
 # -- stage: overlays -----------------------------------------------------------------------
-def _logos(plan: Plan) -> list[tuple[Any, int, int]]:
+def logo_streams(plan: Plan) -> list[tuple[Any, int, int]]:
     """Each logo scaled, with its opacity, ready to overlay at (x, y)."""
     out = []
     for o, x, y, w, h in plan.overlays:
@@ -124,20 +124,20 @@ def _logos(plan: Plan) -> list[tuple[Any, int, int]]:
     return out
 
 
-def _overlay(v: Any, logos: list[tuple[Any, int, int]]) -> Any:
+def draw_logos(v: Any, logos: list[tuple[Any, int, int]]) -> Any:
     for logo, x, y in logos:
         v = v.overlay(logo, x=x, y=y)
     return v
 
 
 # -- stage: intro --------------------------------------------------------------------------
-def _intro(plan: Plan) -> tuple[Any, Any | None]:
+def intro_streams(plan: Plan) -> tuple[Any, Any | None]:
     """The intro normalised to the output frame: (video, audio or None)."""
     intro = plan.intro
     assert intro is not None
     src = ffmpeg.input(str(intro.path))
     iv = src.video.filter("setpts", "PTS-STARTPTS").filter("fps", fps=plan.spec.fps)
-    iv = _fit(iv, intro.width, intro.height, plan.out_w, plan.out_h)
+    iv = fit_stream(iv, intro.width, intro.height, plan.out_w, plan.out_h)
     if not intro.has_audio:
         return iv, None
     ia = (
@@ -168,13 +168,21 @@ def _fanout(stream: Any, n: int, audio: bool = False) -> list[Any]:
 
 
 # -- stage: encode -------------------------------------------------------------------------
-def _encode_args(spec: BuildSpec) -> dict[str, Any]:
+def encode_args(spec: BuildSpec) -> dict[str, Any]:
     args: dict[str, Any] = {"pix_fmt": "yuv420p", "movflags": "+faststart", "f": "mp4"}
+    return args | video_codec_args(spec)
+
+
+def video_codec_args(spec: BuildSpec) -> dict[str, Any]:
+    """The encoder and its rate control; a ceiling caps the bitrate over 2 s windows (VBV)."""
+    cap = spec.max_bitrate_kbps
     if spec.encoder == "libx264":
-        args |= {"vcodec": "libx264", "preset": spec.preset, "crf": spec.crf}
-    else:
-        args |= {"vcodec": spec.encoder, "b:v": f"{spec.bitrate_kbps or 8000}k"}
-    return args
+        args: dict[str, Any] = {"vcodec": "libx264", "preset": spec.preset, "crf": spec.crf}
+        if cap:
+            args |= {"maxrate": f"{cap}k", "bufsize": f"{2 * cap}k"}
+        return args
+    rate = min(spec.bitrate_kbps or 8000, cap or 10**9)
+    return {"vcodec": spec.encoder, "b:v": f"{rate}k"}
 
 
 def plan_encode(plan: Plan) -> None:
@@ -190,10 +198,10 @@ def plan_encode(plan: Plan) -> None:
     files: list[tuple[Path, Path]] = []
     # Shared inputs (intro, logos, silence) are built once and split per output.
     n = len(groups)
-    logos = [[(copy, x, y) for copy in _fanout(logo, n)] for logo, x, y in _logos(plan)]
+    logos = [[(copy, x, y) for copy in _fanout(logo, n)] for logo, x, y in logo_streams(plan)]
     iv = ia = silence = None
     if plan.intro is not None:
-        iv, ia = _intro(plan)
+        iv, ia = intro_streams(plan)
         if ia is not None:
             src = ffmpeg.input(
                 "anullsrc=r=48000:cl=stereo", f="lavfi", t=round(plan.recording_s, 6)
@@ -201,15 +209,15 @@ def plan_encode(plan: Plan) -> None:
             silence = src.audio
     ivs, ias, silences = _fanout(iv, n), _fanout(ia, n, True), _fanout(silence, n, True)
     for i, (group, final) in enumerate(zip(groups, outs, strict=True)):
-        v = _layout(plan, [_normalised_feed(plan, f, w, h) for f in group])
-        v = _overlay(v, [per_output[i] for per_output in logos])
+        v = layout_streams(plan, [_normalised_feed(plan, f, w, h) for f in group])
+        v = draw_logos(v, [per_output[i] for per_output in logos])
         a = None
         if ivs[i] is not None:
             v, a = _with_intro(plan, v, ivs[i], ias[i], silences[i])
         temp = plan.work / f"{final.stem}.part.mp4"
         streams = [v] if a is None else [v, a]
         extra = {} if a is None else {"acodec": "aac", "b:a": "128k"}
-        outputs.append(ffmpeg.output(*streams, str(temp), **_encode_args(spec), **extra))
+        outputs.append(ffmpeg.output(*streams, str(temp), **encode_args(spec), **extra))
         files.append((temp, final))
         # Every feed is aligned on the booking start, right after the intro.
         plan.timeline[final] = Timeline(intro_s, intro_s, total)

@@ -3,6 +3,7 @@ overlays placed; the plan that the graph or the fast path fills with ffmpeg jobs
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import statistics
@@ -37,6 +38,8 @@ class Segment:
     height: int
     fps: float
     codec: str
+    # The stream's colour description as ffprobe names it (color_space, color_range, ...).
+    color: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -83,8 +86,19 @@ def frame_rate(text: str | None) -> float:
 def _probe_segment(path: Path) -> Segment | str:
     """A segment's timing and size, or why it cannot be used."""
     try:
-        if path.stat().st_size == 0:
-            return "empty file"
+        st = path.stat()
+    except OSError as exc:
+        return str(exc)
+    if st.st_size == 0:
+        return "empty file"
+    # A closed segment never changes: while a slot is recorded, the builder plans the booking
+    # again every few seconds and must not probe hundreds of segments each time.
+    return _probe_closed(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe_closed(path: Path, _size: int, _mtime_ns: int) -> Segment | str:
+    try:
         info = ffprobe(path, "-show_format", "-show_streams")
     except (OSError, ProbeError) as exc:
         return str(exc)
@@ -101,9 +115,11 @@ def _probe_segment(path: Path) -> Segment | str:
         return "no frames"
     run, seq = segment_run_seq(path) or (0, 0)
     fps = frame_rate(stream.get("avg_frame_rate")) or frame_rate(stream.get("r_frame_rate")) or 0.0
+    keys = ("color_space", "color_range", "color_transfer", "color_primaries")
+    color = {k: str(stream[k]) for k in keys if stream.get(k) not in (None, "", "unknown")}
     return Segment(
         path, run, seq, start, duration, int(stream["width"]), int(stream["height"]), fps,
-        str(stream.get("codec_name", "")),
+        str(stream.get("codec_name", "")), color,
     )  # fmt: skip
 
 

@@ -20,6 +20,14 @@ from controller.drivers.builder.ffmpeg_run import (
 from controller.drivers.builder.graph import (
     plan_encode,
 )
+from controller.drivers.builder.incremental import (
+    CannotJoin,
+    ChunksFn,
+    chunk_command_lines,
+    chunk_dir,
+    finish,
+    why_not,
+)
 from controller.drivers.builder.plan import (
     MediaInfo,
     Plan,
@@ -45,7 +53,35 @@ from controller.fileio import durable_replace
 
 
 def make_plan(spec: BuildSpec) -> Plan:
-    """Check the spec, probe the inputs and decide every ffmpeg job; nothing runs yet."""
+    """Check the spec, probe the inputs and decide every one-pass or stream-copy ffmpeg job;
+    nothing runs yet."""
+    return _plan_jobs(decide(spec))
+
+
+def _plan_jobs(plan: Plan) -> Plan:
+    if can_copy(plan):
+        blocker = fast_path_blocker(plan)
+        if blocker is None:
+            plan_fast(plan)
+            return plan
+        plan.notes.append(f"stream copy impossible ({blocker}): re-encoded")
+    plan_encode(plan)
+    return plan
+
+
+def can_copy(plan: Plan) -> bool:
+    """Nothing is drawn on the recording: it may be joined to the intro by stream copy."""
+    return (
+        plan.spec.fast_path
+        and plan.layout in ("single", "separate")
+        and not plan.overlays
+        and all(f.feed.rotation == 0 for f in plan.feeds)
+    )
+
+
+def decide(spec: BuildSpec) -> Plan:
+    """The spec checked, every segment probed, the feeds aligned and the media placed: what
+    every way of building (one pass, stream copy, chunks) starts from."""
     if spec.layout not in LAYOUTS:
         raise BuildError(f"unknown layout {spec.layout!r} (one of {', '.join(LAYOUTS)})")
     if spec.width < 16 or spec.height < 16 or spec.fps < 1:
@@ -101,52 +137,60 @@ def make_plan(spec: BuildSpec) -> Plan:
 
     plan = Plan(spec, layout, feeds, intro, placed, recording_s, out_w, out_h, work_dir(spec))
     plan.notes = notes
-    fast_ok = (
-        spec.fast_path
-        and layout in ("single", "separate")
-        and not placed
-        and all(f.feed.rotation == 0 for f in feeds)
-    )
-    if fast_ok:
-        blocker = fast_path_blocker(plan)
-        if blocker is None:
-            plan_fast(plan)
-            return plan
-        plan.notes.append(f"stream copy impossible ({blocker}): re-encoded")
-    plan_encode(plan)
     return plan
 
 
 # -- public entry points -------------------------------------------------------------------
 def command_lines(spec: BuildSpec) -> list[list[str]]:
-    """The exact ffmpeg argv(s) ``build`` runs, in order (for ``ezrec build ID --print``).
+    """The exact ffmpeg argv(s) ``build`` runs, in order (for ``ezrec build ID --print``): the
+    intro and every chunk for a build in chunks (then joined in Python, `fmp4`), or the one-pass
+    or stream-copy jobs.
 
     The concat lists they name are written into the work dir, so the lines can be pasted.
     """
-    plan = make_plan(spec)
+    plan = decide(spec)
+    if in_chunks(plan):
+        return chunk_command_lines(plan)
+    _plan_jobs(plan)
     plan.write_inputs()
     return [job.argv for job in plan.jobs]
+
+
+def in_chunks(plan: Plan) -> bool:
+    return why_not(plan) is None and not can_copy(plan)
 
 
 def build(
     spec: BuildSpec,
     on_progress: ProgressFn | None = None,
     stop: threading.Event | None = None,
+    on_chunks: ChunksFn | None = None,
 ) -> BuildResult:
-    """Build the finished video(s) of ``spec``; raises BuildError with the reason."""
+    """Build the finished video(s) of ``spec``; raises BuildError with the reason.
+
+    The merged layouts are built in chunks (`incremental`: the chunks made while the slot was
+    recorded are reused); `on_chunks(joined, total)` follows them."""
     began = time.monotonic()
     for stale in stale_work_dirs(spec):
         # Their encoders died with the supervisor that ran them (children.spawn_child).
         shutil.rmtree(stale, ignore_errors=True)
-    plan = make_plan(spec)
+    plan = decide(spec)
+    if in_chunks(plan):
+        try:
+            return finish(plan, on_progress, stop, on_chunks)
+        except CannotJoin as exc:
+            plan = decide(spec)
+            plan.notes.append(f"chunks cannot be joined ({exc}): built in one pass")
+            shutil.rmtree(chunk_dir(spec.output), ignore_errors=True)
+    _plan_jobs(plan)
     try:
         plan.write_inputs()
         try:
-            _run_jobs(plan, on_progress, stop)
+            cpu = _run_jobs(plan, on_progress, stop)
         except ParamMismatch as exc:
             plan_encode_instead(plan, str(exc))
             plan.write_inputs()
-            _run_jobs(plan, on_progress, stop)
+            cpu = _run_jobs(plan, on_progress, stop)
         outputs = _finish(plan)
     finally:
         shutil.rmtree(plan.work, ignore_errors=True)
@@ -157,23 +201,24 @@ def build(
     job = next(j for j in plan.jobs if j.outputs)
     return BuildResult(
         outputs, round(job.expected_s, 3), job.width, job.height, plan.notes, plan.fast,
-        time.monotonic() - began, dict(plan.timeline),
+        time.monotonic() - began, dict(plan.timeline), cpu,
     )  # fmt: skip
 
 
-def _run_jobs(plan: Plan, on_progress: ProgressFn | None, stop: threading.Event | None) -> None:
+def _run_jobs(plan: Plan, on_progress: ProgressFn | None, stop: threading.Event | None) -> float:
     total = sum(j.expected_s for j in plan.jobs) or 1.0
-    done = 0.0
+    done = cpu = 0.0
     for job in plan.jobs:
 
         def report(seconds: float, base: float = done) -> None:
             if on_progress is not None:
                 on_progress(min(0.999, (base + seconds) / total))
 
-        run_ffmpeg(job.argv, job.expected_s, report, stop)
+        cpu += run_ffmpeg(job.argv, job.expected_s, report, stop, nice=plan.spec.nice)
         if job.after is not None:
             job.after()
         done += job.expected_s
+    return cpu
 
 
 def _finish(plan: Plan) -> list[Path]:

@@ -63,6 +63,12 @@ class BuildSpec:
     bitrate_kbps: int | None = None  # for encoders without CRF (h264_v4l2m2m)
     cache_dir: Path | None = None  # where re-encoded intros are kept (the media dir)
     fast_path: bool = True  # allow the stream-copy path when nothing is drawn on the recording
+    # Encode the merged layouts chunk by chunk, joined by stream copy (builder.incremental);
+    # False: the one-pass encode of the whole recording.
+    incremental: bool = True
+    chunk_s: int = 10
+    max_bitrate_kbps: int | None = None  # VBV ceiling of the encode (None: CRF alone)
+    nice: int = 0  # CPU priority of the build's ffmpeg processes
 
 
 @dataclass
@@ -76,6 +82,8 @@ class BuildResult:
     elapsed_s: float = 0.0
     # Per output: where the recording sits in it (the clips of replay marks are cut by this).
     timeline: dict[Path, Timeline] = field(default_factory=dict)
+    cpu_s: float = 0.0  # of every ffmpeg run for this result (chunks built earlier included)
+    chunks: int = 0  # how many chunks the video was joined from (0: not built in chunks)
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,10 @@ def spec_from_settings(
         crf=settings.crf,
         bitrate_kbps=kbps,
         cache_dir=settings.media_dir,
+        incremental=settings.chunk_s > 0,
+        chunk_s=settings.chunk_s or 10,
+        max_bitrate_kbps=settings.max_bitrate_kbps or None,
+        nice=settings.build_nice,
     )
 
 

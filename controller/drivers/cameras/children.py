@@ -69,11 +69,13 @@ class _Spawner:
 _spawner = _Spawner()
 
 
-def spawn_child(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+def spawn_child(cmd: list[str], *, nice: int = 0, **kwargs: Any) -> subprocess.Popen[bytes]:
     """Popen in its own process group, killed by the kernel (SIGKILL) if the supervisor dies.
 
     Its own process group (new session) so that a Ctrl-C in the terminal reaches only the
     supervisor, which then stops the recording cleanly instead of ffmpeg dying mid-write.
+    `nice` > 0 lowers the child's CPU priority: a build encode must never take CPU time a
+    camera's encoder needs (a late camera frame is a lost frame; a late chunk just waits).
     """
     parent = os.getpid()
     prctl = _prctl
@@ -84,5 +86,7 @@ def spawn_child(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
             # The parent may have died between fork and prctl: then nobody would kill us.
             if os.getppid() != parent:
                 os._exit(1)
+        if nice > 0:
+            os.nice(nice)
 
     return _spawner.popen(cmd, preexec_fn=child_setup, start_new_session=True, **kwargs)

@@ -1,0 +1,257 @@
+"""One chunk of a finished video: a window of the recording, encoded on its own.
+
+The recording's timeline (0 = the booking's start, right after the intro) is cut into windows
+of `BuildSpec.chunk_s` seconds, on frame boundaries. A window is encoded by the same stages as
+the one-pass graph (align, layout, overlays; `graph`), reading only the segments that cover
+it, and written as a fragmented MP4 that `fmp4` joins to the others by stream copy. x264's
+``stitchable`` option keeps its headers independent of the content, so every chunk and the
+intro (encoded once with the same options) carry the same parameter sets and join cleanly.
+
+A chunk's name is the hash of everything it is made from (the segments and their sizes, where
+each camera sits in the window, the layout, the logos, the encoder settings): a chunk on disk
+under its name is the chunk that would be made again, and anything that changes what it would
+show changes its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+
+from controller.drivers.builder.graph import (
+    concat_list,
+    draw_logos,
+    fit_stream,
+    intro_streams,
+    layout_streams,
+    logo_streams,
+    rotate_stream,
+    video_codec_args,
+)
+from controller.drivers.builder.plan import Plan, PreparedFeed, Segment, intro_seconds
+from controller.drivers.builder.spec import BuildSpec
+from controller.fileio import sha256_file
+
+VERSION = 1  # of the recipe below: a change that alters the bytes must bump it
+# bitexact: no encoder version string, so the same inputs give the same bytes on every box.
+FRAGMENTED = {
+    "movflags": "+frag_keyframe+empty_moov+default_base_moof", "f": "mp4", "fflags": "+bitexact",
+}  # fmt: skip
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Window:
+    index: int
+    first: int  # first frame of the recording in it
+    last: int  # one past its last frame
+    fps: int
+
+    @property
+    def start(self) -> float:
+        return self.first / self.fps
+
+    @property
+    def end(self) -> float:
+        return self.last / self.fps
+
+    @property
+    def frames(self) -> int:
+        return self.last - self.first
+
+
+def total_frames(seconds: float, fps: int) -> int:
+    return max(1, round(seconds * fps))
+
+
+def windows(frames: int, fps: int, chunk_s: int) -> list[Window]:
+    """The recording's `frames` cut into windows of `chunk_s` seconds (the last one shorter)."""
+    size = max(1, chunk_s * fps)
+    return [
+        Window(i, first, min(first + size, frames), fps)
+        for i, first in enumerate(range(0, frames, size))
+    ]
+
+
+@dataclass(frozen=True)
+class FeedSlice:
+    """The part of one camera a window shows."""
+
+    feed: PreparedFeed
+    segments: list[Segment]
+    declared: list[float]
+    shift: float  # recording time of the first listed segment's first frame
+    content_start: float  # recording time the camera's picture starts at in the window
+    continues: bool  # the camera has picture after the window (a hole in it is frozen)
+
+
+def content_end(f: PreparedFeed) -> float:
+    """Recording time at which a camera's known picture ends."""
+    return f.lead + f.available
+
+
+def feed_slice(f: PreparedFeed, window: Window) -> FeedSlice | None:
+    """The segments of `f` that cover `window`, or None when the camera shows nothing in it
+    (not started yet, or stopped: black, as in the one-pass build)."""
+    a, b = window.start, window.end
+    if b <= f.lead + _EPS or a >= content_end(f) - _EPS:
+        return None
+    # Camera time u (0 = its first kept frame) of the window: t = u - skip + lead.
+    u0, u1 = max(0.0, a - f.lead + f.skip), b - f.lead + f.skip
+    chosen: list[int] = []
+    at = 0.0
+    for i, span in enumerate(f.declared):
+        if at < u1 and at + span > u0:
+            chosen.append(i)
+        at += span
+    if not chosen:
+        return None
+    first = chosen[0]
+    base = sum(f.declared[:first])
+    return FeedSlice(
+        f,
+        [f.segments[i] for i in chosen],
+        [f.declared[i] for i in chosen],
+        base - f.skip + f.lead,
+        max(a, f.lead),
+        b < content_end(f) - _EPS,
+    )
+
+
+def _slice_facts(s: FeedSlice | None, camera: int) -> dict[str, Any]:
+    if s is None:
+        return {"camera": camera, "black": True}
+    return {
+        "camera": camera,
+        "rotation": s.feed.feed.rotation,
+        "size": [s.feed.width, s.feed.height],
+        "segments": [[seg.path.name, _size(seg.path)] for seg in s.segments],
+        "declared": [round(d, 6) for d in s.declared],
+        "shift": round(s.shift, 6),
+        "start": round(s.content_start, 6),
+        "continues": s.continues,
+    }
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def chunk_name(plan: Plan, window: Window, slices: list[FeedSlice | None]) -> str:
+    facts = {
+        "v": VERSION,
+        "window": [window.first, window.last, window.fps],
+        "layout": plan.layout,
+        "frame": [plan.spec.width, plan.spec.height, plan.out_w, plan.out_h],
+        "feeds": [_slice_facts(s, f.feed.camera) for s, f in zip(slices, plan.feeds, strict=True)],
+        "logos": [[o.path.name, x, y, w, h, o.opacity] for o, x, y, w, h in plan.overlays],
+        "codec": codec_args(plan.spec, color_of(plan)),
+    }
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+    return f"chunk-{window.index:05d}-{digest}.mp4"
+
+
+def codec_args(spec: BuildSpec, color: dict[str, str] | None = None) -> dict[str, Any]:
+    """What every chunk and the intro are encoded with: one set, so that they join. The colour
+    description goes into the H.264 headers: the cameras' one for every piece (`color_of`),
+    so that an intro tagged otherwise still shares one codec description with them."""
+    args = video_codec_args(spec) | {"pix_fmt": "yuv420p"}
+    if spec.encoder == "libx264":
+        args["x264-params"] = "stitchable=1"
+    return args | (color or {})
+
+
+_COLOR = {"color_primaries": "color_primaries", "color_transfer": "color_trc",
+          "color_space": "colorspace", "color_range": "color_range"}  # fmt: skip
+
+
+def color_of(plan: Plan) -> dict[str, str]:
+    """The first camera's colour description as encoder options ("unknown" where it has none:
+    then the headers declare none, whatever the intro's file said)."""
+    stream = plan.feeds[0].segments[0].color
+    return {opt: stream.get(key) or "unknown" for key, opt in _COLOR.items()}
+
+
+def chunk_argv(
+    plan: Plan, window: Window, slices: list[FeedSlice | None], out: Path, lists_dir: Path
+) -> tuple[list[str], dict[Path, str]]:
+    """The ffmpeg argv encoding `window` to `out`, and the concat lists it reads."""
+    spec = plan.spec
+    w, h = spec.width, spec.height
+    lists: dict[Path, str] = {}
+    streams = []
+    for f, s in zip(plan.feeds, slices, strict=True):
+        if s is None:
+            black = ffmpeg.input(
+                f"color=c=black:s={w}x{h}:r={spec.fps}", f="lavfi", t=window.end - window.start
+            ).video
+            streams.append(fit_stream(black, w, h, w, h).filter("trim", end_frame=window.frames))
+            continue
+        listing = lists_dir / f"{out.stem}.cam{f.feed.camera}.ffconcat"
+        lists[listing] = concat_list(s.segments, s.declared, None)
+        v = ffmpeg.input(str(listing), f="concat", safe=0).video
+        # Decoded from the first listed segment's start, placed on the recording's timeline,
+        # then resampled to the output's frame grid from where the window needs picture.
+        v = v.filter("setpts", f"PTS-STARTPTS+{s.shift:.6f}/TB")
+        v = v.filter("fps", fps=spec.fps, start_time=round(s.content_start, 6))
+        v = v.filter("setpts", "PTS-STARTPTS")
+        v = rotate_stream(v, f.feed.rotation)
+        rotated = f.feed.rotation in (90, 270)
+        in_w, in_h = (f.height, f.width) if rotated else (f.width, f.height)
+        v = fit_stream(v, in_w, in_h, w, h)
+        v = v.filter(
+            "tpad", start_duration=round(s.content_start - window.start, 6),
+            stop_mode="clone" if s.continues else "add",
+            stop_duration=round(window.end - window.start + 1.0, 6), color="black",
+        )  # fmt: skip
+        streams.append(v.filter("trim", end_frame=window.frames))
+    v = draw_logos(layout_streams(plan, streams), logo_streams(plan))
+    codec = codec_args(spec, color_of(plan))
+    output = ffmpeg.output(v, str(out), an=None, **codec, **FRAGMENTED)
+    argv = output.compile(overwrite_output=True)
+    return [argv[0], "-hide_banner", *argv[1:]], lists
+
+
+# -- the intro, encoded once per settings --------------------------------------------------
+def intro_piece(plan: Plan) -> tuple[Path, tuple[list[str], Path] | None, float]:
+    """Where the intro encoded for these chunks is cached, the argv making it and the temp
+    file it writes (None when it is cached already), and its length."""
+    intro = plan.intro
+    assert intro is not None
+    spec = plan.spec
+    cache = spec.cache_dir or plan.work
+    source_id = intro.path.name.split(".", 1)[0]
+    if not re.fullmatch(r"[0-9a-f]{64}", source_id):
+        source_id = sha256_file(intro.path)  # not from the media cache: keyed on its content
+    frames = max(1, round(intro.duration * spec.fps))
+    facts = {
+        "v": VERSION, "frame": [plan.out_w, plan.out_h, spec.fps], "frames": frames,
+        "audio": intro.has_audio, "codec": codec_args(spec, color_of(plan)),
+    }  # fmt: skip
+    key = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+    cached = cache / f"{source_id}.intro-{key}.mp4"
+    seconds = intro_seconds(intro.duration, spec.fps)
+    if cached.is_file() and cached.stat().st_size > 0:
+        return cached, None, seconds
+    cache.mkdir(parents=True, exist_ok=True)
+    iv, ia = intro_streams(plan)
+    iv = iv.filter("trim", end_frame=frames)
+    streams = [iv] if ia is None else [iv, ia]
+    extra = {} if ia is None else {"acodec": "aac", "b:a": "128k"}
+    # Two bookings may need it at once (one recorded, one finished): each writes its own temp.
+    temp = cached.with_name(f".{cached.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    codec = codec_args(spec, color_of(plan))
+    output = ffmpeg.output(*streams, str(temp), **codec, **extra, **FRAGMENTED)
+    argv = output.compile(overwrite_output=True)
+    return cached, ([argv[0], "-hide_banner", *argv[1:]], temp), seconds
