@@ -87,6 +87,8 @@ class Booking(Base):
     video_url: Mapped[str | None] = mapped_column(Text)
     progress: Mapped[float | None] = mapped_column(Float)
     progress_stage: Mapped[str | None] = mapped_column(String(32))
+    # Chunks built and bytes uploaded, as JSON (`progress_detail`); not a state change either.
+    progress_detail_json: Mapped[str | None] = mapped_column("progress_detail", Text)
     extra_json: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -102,6 +104,10 @@ class Booking(Base):
     @property
     def extra(self) -> dict[str, Any]:
         return json.loads(self.extra_json or "{}")
+
+    @property
+    def progress_detail(self) -> dict[str, int] | None:
+        return json.loads(self.progress_detail_json) if self.progress_detail_json else None
 
     def to_dict(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
@@ -124,6 +130,7 @@ class Booking(Base):
             "video_url": self.video_url,
             "progress": self.progress,
             "progress_stage": self.progress_stage,
+            "progress_detail": self.progress_detail,
             "extra": self.extra,
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),

@@ -8,10 +8,12 @@ directory is fsynced so the rename itself survives.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 CHUNK = 1024 * 1024
@@ -74,3 +76,35 @@ def sha256_file(path: Path, on_chunk: Callable[[bytes], None] | None = None) -> 
             if on_chunk is not None:
                 on_chunk(chunk)
     return digest.hexdigest()
+
+
+class Stopped(Exception):
+    """`stop` was set while waiting for a lock."""
+
+
+@contextlib.contextmanager
+def flocked(
+    path: Path, *, wait: bool, stop: threading.Event | None = None
+) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on `path` (created if missing); yields False at once
+    when `wait` is False and someone else holds it. Waiting polls so that `stop` ends it
+    (raising Stopped). The kernel drops the lock with the process, so a kill never leaves it
+    held."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
+                if stop is not None and stop.wait(0.2):
+                    raise Stopped from None
+                if stop is None:
+                    threading.Event().wait(0.2)
+        yield True
+    finally:
+        os.close(fd)

@@ -74,6 +74,7 @@ def collect(settings: Settings, store: BookingStore, now: datetime | None = None
                 "state": b.state,
                 "stage": b.progress_stage,
                 "progress": b.progress,
+                "detail": b.progress_detail,
             }
             for b in busy
         ],

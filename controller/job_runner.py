@@ -52,6 +52,7 @@ class Job:
     moved_at: float = field(default_factory=time.monotonic)
     stored_at: float = 0.0  # when progress last went to the database
     unstored: float | None = None  # the latest report, held back by the throttle
+    detail: dict[str, int] = field(default_factory=dict)  # chunks and bytes not stored yet
 
     @property
     def stage(self) -> str:
@@ -69,14 +70,17 @@ def transition(booking_id: str, kind: Kind, outcome: Outcome, extra: dict[str, A
     """What a job's outcome does to its booking. `extra` is what a finished build adds to the
     booking's `extra` besides its outputs (the clips planned from its marks)."""
     match outcome:
-        case Built(outputs=outputs, duration_s=duration_s, notes=notes):
+        case Built(outputs=outputs, duration_s=duration_s, notes=notes, cpu_s=cpu_s,
+                   chunks=chunks):
             detail = f"built {len(outputs)} file(s), {duration_s:.1f} s"
+            if chunks:
+                detail += f" from {chunks} chunk(s)"
             if notes:
                 detail += "; " + "; ".join(notes)
             return Transition("process", {"detail": detail, "changes": {
                 "processed_path": str(outputs[0]),
                 "extra": {"outputs": [str(p) for p in outputs], "duration_s": duration_s,
-                          **extra},
+                          "build_cpu_s": cpu_s, "chunks": chunks, **extra},
             }})  # fmt: skip
         case Uploaded(video_url=url, objects=objects, presigned_url=presigned, notes=notes):
             more = "".join(f"; {note}" for note in notes)
@@ -127,16 +131,17 @@ class JobRunner:
             return
         job = Job(kind, booking.id, Future())
 
-        def progress(fraction: float) -> None:
+        def progress(fraction: float, **detail: int) -> None:
             now = time.monotonic()
             job.moved_at = now
+            job.detail.update(detail)
             # Uploads report every few KiB: the database hears of it a few times a second,
             # and a report held back is written by the loop's next pass, never dropped.
             if fraction < 1.0 and now - job.stored_at < PROGRESS_EVERY_S:
                 job.unstored = fraction
                 return
             job.stored_at, job.unstored = now, None
-            self._store_progress(booking.id, job.stage, fraction)
+            self._store_progress(booking.id, job.stage, fraction, job)
 
         # Before the job starts: written after, it could overwrite the worker's first report.
         self.store.set_progress(booking.id, job.stage, 0.0)
@@ -145,9 +150,12 @@ class JobRunner:
         self.jobs[booking.id] = job
         job.future.add_done_callback(lambda _future: self.wake())
 
-    def _store_progress(self, booking_id: str, stage: str, fraction: float) -> None:
+    def _store_progress(self, booking_id: str, stage: str, fraction: float, job: Job) -> None:
         try:
             self.store.set_progress(booking_id, stage, fraction)
+            detail, job.detail = job.detail, {}
+            if detail:
+                self.store.set_progress_detail(booking_id, **detail)
         except Exception as exc:  # progress is best effort; the job must go on
             log.warning("%s: progress not stored: %s", booking_id, exc)
 
@@ -157,7 +165,7 @@ class JobRunner:
             held, job.unstored = job.unstored, None
             if held is not None and not job.future.done():
                 job.stored_at = time.monotonic()
-                self._store_progress(booking_id, job.stage, held)
+                self._store_progress(booking_id, job.stage, held, job)
             if not job.future.done():
                 stalled = time.monotonic() - job.moved_at > heartbeat.STALL_S * BUILD_STALL_FACTOR
                 if job.kind == "build" and stalled:

@@ -12,6 +12,7 @@ names exported here.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,11 +41,37 @@ from controller.raw_layout import (
 from controller.run_relay import Source, continue_run, end_run_at, relay, relay_all, source_of
 
 __all__ = [
-    "BookingFiles", "CameraFootage", "LayoutError", "RunManifest", "Source", "booking_files",
-    "camera_dir", "camera_files", "continue_run", "drop_empty_but_open", "drop_empty_segments",
-    "end_run_at", "footage", "has_footage", "manifest_path", "next_run", "outputs_of",
-    "read_manifest", "read_runs", "relay", "relay_all", "run_segments",
-    "segment_path", "segment_run_seq", "segment_template", "source_of",
+    "BookingFiles",
+    "CameraFootage",
+    "LayoutError",
+    "RunManifest",
+    "Source",
+    "booking_files",
+    "camera_dir",
+    "camera_files",
+    "chunk_dir",
+    "continue_run",
+    "drop_empty_but_open",
+    "drop_empty_segments",
+    "end_run_at",
+    "footage",
+    "has_footage",
+    "manifest_path",
+    "next_run",
+    "outputs_of",
+    "read_manifest",
+    "read_runs",
+    "relay",
+    "relay_all",
+    "remove_working_files",
+    "run_segments",
+    "segment_path",
+    "segment_run_seq",
+    "segment_template",
+    "source_of",
+    "upload_checkpoint",
+    "upload_lock",
+    "working_files",
 ]
 
 
@@ -155,6 +182,35 @@ class BookingFiles:
 
     def relay_all(self) -> int:
         return relay_all(self.raw_dir)
+
+
+def chunk_dir(output: Path) -> Path:
+    """Where the chunks of a finished video are made and joined (builder.incremental)."""
+    return output.parent / f".{output.stem}.chunks"
+
+
+def upload_checkpoint(output: Path) -> Path:
+    """The resumable upload's state of a finished video (a growing one's too)."""
+    return output.with_name(output.name + ".upload.json")
+
+
+def upload_lock(output: Path) -> Path:
+    """Held by whoever uploads `output` (the live uploader, the upload job): one at a time."""
+    return output.with_name(f".{output.name}.upload.lock")
+
+
+def working_files(output: Path) -> list[Path]:
+    """Everything kept beside a finished video while it is built and uploaded."""
+    return [chunk_dir(output), upload_checkpoint(output), upload_lock(output)]
+
+
+def remove_working_files(output: Path) -> None:
+    """The chunk folder, upload checkpoint and lock of a finished video, once it is stored."""
+    for extra in working_files(output):
+        if extra.is_dir():
+            shutil.rmtree(extra, ignore_errors=True)
+        else:
+            extra.unlink(missing_ok=True)
 
 
 def outputs_of(stored_outputs: Iterable[str] | None, processed_path: str | None) -> list[Path]:

@@ -64,6 +64,7 @@ class Retention:
         outputs = recordings.outputs_of(booking.extra.get("outputs"), booking.processed_path)
         for path in outputs + clips.clip_files(booking):
             path.unlink(missing_ok=True)
+            recordings.remove_working_files(path)
         detail = (f"local files removed {self.settings.retention_grace_h:g} h after the "
                   "verified upload")
         try:

@@ -24,8 +24,10 @@ from controller.db import Booking
 from controller.drivers import builder
 from controller.drivers.media_cache import MediaCache
 from controller.drivers.storage import FileCheckpoint, Storage, StorageError
+from controller.fileio import Stopped, flocked
 
-Progress = Callable[[float], None]
+# progress(fraction, **detail): detail is chunks_built/chunks_total/bytes_uploaded/bytes_total.
+Progress = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Built:
     notes: list[str] = field(default_factory=list)
     # Per output path: where the booking sits in it (builder.Timeline.to_dict), for the clips.
     timeline: dict[str, dict[str, float]] = field(default_factory=dict)
+    cpu_s: float = 0.0  # CPU of every ffmpeg the build ran, chunks made while recording too
+    chunks: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,13 +110,23 @@ def build_video(
     on_progress: Progress,
     stop: threading.Event,
 ) -> BuildOutcome:
+    last = [0.0]
+
+    def progress(fraction: float) -> None:
+        last[0] = fraction
+        on_progress(fraction)
+
+    def chunks(built: int, total: int) -> None:
+        on_progress(last[0], chunks_built=built, chunks_total=total)
+
     try:
         spec, notes = build_spec(settings, booking, cache)
-        result = builder.build(spec, on_progress=on_progress, stop=stop)
+        result = builder.build(spec, on_progress=progress, stop=stop, on_chunks=chunks)
     except builder.BuildError as exc:
         return RetryLater(reason_of(exc))
     timeline = {str(path): t.to_dict() for path, t in result.timeline.items()}
-    return Built(result.outputs, result.duration_s, notes + list(result.notes), timeline)
+    return Built(result.outputs, result.duration_s, notes + list(result.notes), timeline,
+                 round(result.cpu_s, 2), result.chunks)  # fmt: skip
 
 
 def upload_video(
@@ -139,6 +153,11 @@ def upload_video(
     except StorageError as exc:
         reason = reason_of(exc)
         return RetryLater(reason) if exc.retryable else NeedsOperator(reason)
+    except Stopped:
+        return RetryLater("upload interrupted by shutdown; it resumes")
+    for path in outputs:
+        # Stored and verified: the chunk journal and the upload's state are of no more use.
+        recordings.remove_working_files(path)
     return Uploaded(objects, objects[0]["url"], objects[0]["presigned_url"], notes)
 
 
@@ -162,15 +181,18 @@ def _store(
         base = done_before
 
         def progress(sent: int, _size: int, base: int = base) -> None:
-            on_progress((base + sent) / total if total else 1.0)
+            done = base + sent
+            on_progress(done / total if total else 1.0, bytes_uploaded=done, bytes_total=total)
 
-        stored = storage.upload(
-            path,
-            key,
-            checkpoint=FileCheckpoint(path.with_name(path.name + ".upload.json")),
-            on_progress=progress,
-            stop=stop,
-        )
+        # The live uploader may be sending parts of this file: one uploader at a time.
+        with flocked(recordings.upload_lock(path), wait=True, stop=stop):
+            stored = storage.upload(
+                path,
+                key,
+                checkpoint=FileCheckpoint(recordings.upload_checkpoint(path)),
+                on_progress=progress,
+                stop=stop,
+            )
         presigned = stored.presigned_url
         if presigned is None and settings.s3_presign_s:
             presigned = storage.presign(key, settings.s3_presign_s)

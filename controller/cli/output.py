@@ -41,6 +41,25 @@ def when(value: datetime | None) -> str:
 
 
 def progress_text(booking: Booking) -> str:
-    if booking.progress is None:
+    parts = []
+    if booking.progress is not None:
+        parts.append(f"{booking.progress_stage or ''} {booking.progress * 100:.0f}%".strip())
+    detail = detail_text(booking.progress_detail)
+    if detail:
+        parts.append(detail)
+    return ", ".join(parts)
+
+
+def detail_text(detail: dict[str, int] | None) -> str:
+    """'chunks 4/12, 31.5/60.2 MB uploaded' from a booking's progress detail."""
+    if not detail:
         return ""
-    return f"{booking.progress_stage or ''} {booking.progress * 100:.0f}%".strip()
+    parts = []
+    if detail.get("chunks_total"):
+        parts.append(f"chunks {detail.get('chunks_built', 0)}/{detail['chunks_total']}")
+    if detail.get("bytes_uploaded") is not None:
+        sent = detail["bytes_uploaded"] / 1e6
+        total = detail.get("bytes_total")
+        parts.append(f"{sent:.1f}/{total / 1e6:.1f} MB uploaded" if total else
+                     f"{sent:.1f} MB uploaded")  # fmt: skip
+    return ", ".join(parts)

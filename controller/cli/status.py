@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from controller.cli.context import context
-from controller.cli.output import json_option, out, print_json
+from controller.cli.output import detail_text, json_option, out, print_json
 from controller.health import collect
 
 
@@ -41,7 +41,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     out.print(f"bookings    {queue or 'none'}", markup=False)
     for item in report["in_progress"]:
         pct = "" if item["progress"] is None else f" {item['progress'] * 100:.0f}%"
-        out.print(f"  {item['id']}: {item['state']} {item['stage'] or ''}{pct}".rstrip(),
+        more = detail_text(item.get("detail"))
+        more = f" ({more})" if more else ""
+        out.print(f"  {item['id']}: {item['state']} {item['stage'] or ''}{pct}{more}".rstrip(),
                   markup=False)
     sysinfo = report["system"]
     temp = sysinfo.get("temperature_c")

@@ -283,6 +283,22 @@ class BookingStore(BookingQueries, OutboxQueue):
                 .execution_options(synchronize_session=False)
             )
 
+    def set_progress_detail(self, booking_id: str, **counts: int) -> None:
+        """Merge `counts` (chunks_built, chunks_total, bytes_uploaded, bytes_total) into the
+        booking's progress detail: the builder and the uploader each set their own."""
+        with self.db.session() as session:
+            row = session.get(Booking, booking_id)
+            if row is None:
+                return
+            detail = dict(row.progress_detail or {})
+            detail.update({k: int(v) for k, v in counts.items()})
+            session.execute(
+                update(Booking)
+                .where(Booking.id == booking_id)
+                .values(progress_detail_json=json.dumps(detail, sort_keys=True))
+                .execution_options(synchronize_session=False)
+            )
+
     # -- small shared facts ----------------------------------------------------------------
 
     def kv_set(self, key: str, value: Any) -> None:

@@ -31,6 +31,15 @@ class _View(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)
 
 
+class ProgressDetail(_View):
+    """How far the video is: chunks built (while the slot is recorded too) and bytes stored."""
+
+    chunks_built: Annotated[int, Field(ge=0)] | None = None
+    chunks_total: Annotated[int, Field(ge=0)] | None = None
+    bytes_uploaded: Annotated[int, Field(ge=0)] | None = None
+    bytes_total: Annotated[int, Field(ge=0)] | None = None
+
+
 class BookingView(_View):
     """A booking: its slot, its state and what the supervisor did with it."""
 
@@ -50,6 +59,7 @@ class BookingView(_View):
     video_url: str | None
     progress: Annotated[float, Field(ge=0, le=1)] | None
     progress_stage: str | None
+    progress_detail: ProgressDetail | None = None
     extra: dict[str, Any]
     created_at: IsoTime
     updated_at: IsoTime

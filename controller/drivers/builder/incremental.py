@@ -25,7 +25,6 @@ most for one chunk.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -50,7 +49,8 @@ from controller.drivers.builder.chunks import (
 from controller.drivers.builder.ffmpeg_run import run_ffmpeg, validate
 from controller.drivers.builder.plan import Plan
 from controller.drivers.builder.spec import BuildError, BuildResult, ProgressFn, Timeline
-from controller.fileio import atomic_write, durable_replace, fsync_dir
+from controller.fileio import Stopped, atomic_write, durable_replace, flocked, fsync_dir
+from controller.recordings import chunk_dir
 
 log = logging.getLogger("ezrec.builder")
 JOURNAL, JOINED, LOCK = "join.json", "joined.mp4", "lock"
@@ -62,12 +62,15 @@ class CannotJoin(BuildError):
     """The pieces do not share one codec description; the one-pass build is used instead."""
 
 
-def chunk_dir(output: Path) -> Path:
-    return output.parent / f".{output.stem}.chunks"
-
-
 def joined_path(output: Path) -> Path:
     return chunk_dir(output) / JOINED
+
+
+def joined_size(output: Path) -> int:
+    """Bytes of `output`'s joined file that the journal vouches for (0 when none): what an
+    upload may send while the build goes on."""
+    pieces = _load(chunk_dir(output) / JOURNAL)["pieces"]
+    return int(pieces[-1]["end"]) if pieces else 0
 
 
 def why_not(plan: Plan) -> str | None:
@@ -104,10 +107,13 @@ def advance(
     booking (live only)."""
     folder = chunk_dir(plan.spec.output)
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder, wait=not live, stop=stop) as held:
-        if not held:
-            return None
-        return _Joiner(plan, folder, live, stop, on_progress, on_chunks).run(max_chunks)
+    try:
+        with flocked(folder / LOCK, wait=not live, stop=stop) as held:
+            if not held:
+                return None
+            return _Joiner(plan, folder, live, stop, on_progress, on_chunks).run(max_chunks)
+    except Stopped:
+        raise BuildError("stopped") from None
 
 
 def finish(
@@ -121,7 +127,7 @@ def finish(
     spec = plan.spec
     folder = chunk_dir(spec.output)
     folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder, wait=True, stop=stop):
+    with _lock_or_stop(folder, stop):
         joiner = _Joiner(plan, folder, False, stop, on_progress, on_chunks)
         status = joiner.run(None)
         journal = joiner.journal
@@ -345,6 +351,15 @@ class _Joiner:
         return Status(joined, len(self.windows), size, joined == len(self.windows))
 
 
+@contextlib.contextmanager
+def _lock_or_stop(folder: Path, stop: threading.Event | None) -> Iterator[None]:
+    try:
+        with flocked(folder / LOCK, wait=True, stop=stop):
+            yield
+    except Stopped:
+        raise BuildError("stopped") from None
+
+
 def _guarded(fn: Callable[..., None] | None) -> Callable[..., None] | None:
     """A progress callback that fails (the database is busy) must never fail the build."""
     if fn is None:
@@ -368,27 +383,6 @@ def _load(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("version") != 1:
         return {"version": 1, "pieces": [], "cpu_s": 0.0}
     return data
-
-
-@contextlib.contextmanager
-def _locked(folder: Path, *, wait: bool, stop: threading.Event | None) -> Iterator[bool]:
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait:
-                    yield False
-                    return
-                if stop is not None and stop.wait(0.2):
-                    raise BuildError("stopped") from None
-                if stop is None:
-                    time.sleep(0.2)
-        yield True
-    finally:
-        os.close(fd)
 
 
 def chunk_command_lines(plan: Plan) -> list[list[str]]:
