@@ -90,7 +90,9 @@ class FeedSlice:
     declared: list[float]
     shift: float  # recording time of the first listed segment's first frame
     content_start: float  # recording time the camera's picture starts at in the window
-    continues: bool  # the camera has picture after the window (a hole in it is frozen)
+    # What fills the window after the listed picture: "clone" (the camera goes on: a hole is
+    # a frozen frame, as in the one-pass build) or "add" (it stopped: black).
+    stop_mode: str
 
 
 def content_end(f: PreparedFeed) -> float:
@@ -116,13 +118,16 @@ def feed_slice(f: PreparedFeed, window: Window) -> FeedSlice | None:
         return None
     first = chosen[0]
     base = sum(f.declared[:first])
+    segments = [f.segments[i] for i in chosen]
+    # The last one's own length, not the gap to its successor: the chunk must not depend on
+    # whether the next segment has been recorded yet, or every chunk made while recording
+    # would be made again once it is.
+    declared = [f.declared[i] for i in chosen[:-1]] + [segments[-1].duration]
+    shift = base - f.skip + f.lead
+    covered = shift + sum(declared) >= b - _EPS
+    ended = b >= content_end(f) - _EPS
     return FeedSlice(
-        f,
-        [f.segments[i] for i in chosen],
-        [f.declared[i] for i in chosen],
-        base - f.skip + f.lead,
-        max(a, f.lead),
-        b < content_end(f) - _EPS,
+        f, segments, declared, shift, max(a, f.lead), "add" if ended and not covered else "clone"
     )
 
 
@@ -137,7 +142,7 @@ def _slice_facts(s: FeedSlice | None, camera: int) -> dict[str, Any]:
         "declared": [round(d, 6) for d in s.declared],
         "shift": round(s.shift, 6),
         "start": round(s.content_start, 6),
-        "continues": s.continues,
+        "stop_mode": s.stop_mode,
     }
 
 
@@ -212,7 +217,7 @@ def chunk_argv(
         v = fit_stream(v, in_w, in_h, w, h)
         v = v.filter(
             "tpad", start_duration=round(s.content_start - window.start, 6),
-            stop_mode="clone" if s.continues else "add",
+            stop_mode=s.stop_mode,
             stop_duration=round(window.end - window.start + 1.0, 6), color="black",
         )  # fmt: skip
         streams.append(v.filter("trim", end_frame=window.frames))

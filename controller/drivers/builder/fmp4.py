@@ -182,6 +182,26 @@ def _traf_durations(
         yield track_id, total
 
 
+def presentation_offset(piece: Piece, track_id: int) -> int:
+    """How late the track's first sample is shown after it is decoded (its composition offset,
+    in the track's timescale): with B-frames, x264's video starts a few frames late, and no
+    edit list moves it back in a fragmented file."""
+    data = piece.fragments
+    for moof in (b for b in boxes(data) if b.type == "moof"):
+        for traf in children(data, moof, "traf"):
+            if _tfhd(data, _need(data, traf, "tfhd"))[0] != track_id:
+                continue
+            trun = _need(data, traf, "trun")
+            flags = int.from_bytes(data[trun.body + 1 : trun.body + 4], "big")
+            if not flags & 0x800:
+                return 0
+            at = trun.body + 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
+            at += 4 * bin(flags & 0x700).count("1")
+            version = data[trun.body]
+            return int(struct.unpack_from(">i" if version else ">I", data, at)[0])
+    return 0
+
+
 def rebased(piece: Piece, first_sequence: int, start_ticks: dict[int, int]) -> bytes:
     """The piece's fragments renumbered from `first_sequence`, each track's decode times moved
     so that the piece starts at `start_ticks[track]` (in that track's timescale)."""
@@ -209,11 +229,17 @@ def rebased(piece: Piece, first_sequence: int, start_ticks: dict[int, int]) -> b
 
 
 # -- the header: durations written up front, corrected in place -----------------------------
-def header_with_duration(init: bytes, seconds: float) -> bytes:
+def header_with_duration(
+    init: bytes, seconds: float, delays: dict[int, int] | None = None
+) -> bytes:
     """`init` with a 64-bit movie-extends header (mehd) carrying the whole presentation's
-    length, which is what players show as the duration of a fragmented file. A mehd of fixed
-    size is always added, so that `set_duration` can later rewrite it without moving a byte."""
+    length, which is what players show as the duration of a fragmented file, and for each
+    track in `delays` an edit list that shows its first sample at time 0 (x264's B-frames
+    present the first picture a few frames after it is decoded). Boxes of fixed size are
+    always added, so that `set_duration` can later rewrite them without moving a byte."""
     data = bytearray(init)
+    for track_id, delay in (delays or {}).items():
+        _add_edit_list(data, track_id, delay)
     top = list(boxes(data))
     moov = next(b for b in top if b.type == "moov")
     mvex = child(data, moov, "mvex")
@@ -228,6 +254,26 @@ def header_with_duration(init: bytes, seconds: float) -> bytes:
     _grow(data, [moov.start, mvex.start], len(mehd))
     set_duration_in(data, seconds)
     return bytes(data)
+
+
+def _add_edit_list(data: bytearray, track_id: int, delay: int) -> None:
+    moov = next(b for b in boxes(data) if b.type == "moov")
+    for trak in children(data, moov, "trak"):
+        tkhd = _need(data, trak, "tkhd")
+        tv = data[tkhd.body]
+        if struct.unpack_from(">I", data, tkhd.body + (20 if tv else 12))[0] != track_id:
+            continue
+        old = child(data, trak, "edts")
+        if old is not None:
+            del data[old.start : old.end]
+            _grow(data, [moov.start, trak.start], -old.size)
+        # elst version 1, one entry: the whole movie (set later), from `delay`, at rate 1.
+        elst = struct.pack(">I4sB3xIQqHH", 36, b"elst", 1, 1, 0, delay, 1, 0)
+        edts = struct.pack(">I4s", 8 + len(elst), b"edts") + elst
+        data[tkhd.end : tkhd.end] = edts
+        _grow(data, [moov.start, trak.start], len(edts))
+        return
+    raise Fmp4Error(f"no track {track_id} in the header")
 
 
 def _grow(data: bytearray, starts: list[int], by: int) -> None:
@@ -249,6 +295,11 @@ def set_duration_in(data: bytearray, seconds: float) -> None:
         struct.pack_into(">I", data, mvhd.body + 16, min(ticks, 0xFFFFFFFF))
     mehd = _need(data, _need(data, moov, "mvex"), "mehd")
     struct.pack_into(">Q", data, mehd.body + 4, ticks)
+    for trak in children(data, moov, "trak"):
+        edts = child(data, trak, "edts")
+        elst = child(data, edts, "elst") if edts is not None else None
+        if elst is not None and data[elst.body] == 1:
+            struct.pack_into(">Q", data, elst.body + 8, ticks)
 
 
 def header_duration(data: bytes | bytearray) -> float:

@@ -174,12 +174,14 @@ def encode_args(spec: BuildSpec) -> dict[str, Any]:
 
 
 def video_codec_args(spec: BuildSpec) -> dict[str, Any]:
-    """The encoder and its rate control; a ceiling caps the bitrate over 2 s windows (VBV)."""
+    """The encoder and its rate control. A ceiling caps the bitrate over any 1 s (x264's VBV,
+    buffer = one second at the ceiling): a chunk, which starts with the buffer 90 % full, may
+    exceed it by at most 0.9 s worth over its whole length (9 % for 10 s chunks)."""
     cap = spec.max_bitrate_kbps
     if spec.encoder == "libx264":
         args: dict[str, Any] = {"vcodec": "libx264", "preset": spec.preset, "crf": spec.crf}
         if cap:
-            args |= {"maxrate": f"{cap}k", "bufsize": f"{2 * cap}k"}
+            args |= {"maxrate": f"{cap}k", "bufsize": f"{cap}k"}
         return args
     rate = min(spec.bitrate_kbps or 8000, cap or 10**9)
     return {"vcodec": spec.encoder, "b:v": f"{rate}k"}

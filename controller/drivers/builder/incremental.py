@@ -273,7 +273,10 @@ class _Joiner:
         if video is None:
             raise CannotJoin(f"{name} has no video track {VIDEO_TRACK}")
         if not pieces:
-            header = fmp4.header_with_duration(piece.init, self.intro_s + self.booked_s)
+            delay = fmp4.presentation_offset(piece, VIDEO_TRACK)
+            header = fmp4.header_with_duration(
+                piece.init, self.intro_s + self.booked_s, {VIDEO_TRACK: delay} if delay else None
+            )
             self.journal["entry"] = video.sample_entry.hex()
             self.journal["timescale"] = video.timescale
             with joined.open("wb") as fh:
