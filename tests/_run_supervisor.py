@@ -20,9 +20,9 @@ def slowed(fn: Any, pause: float) -> Any:
     def wrapper(settings: Any, booking: Any, driver: Any, progress: Any, stop: Any) -> Any:
         paused = False
 
-        def slow_progress(fraction: float) -> None:
+        def slow_progress(fraction: float, **detail: int) -> None:
             nonlocal paused
-            progress(fraction)
+            progress(fraction, **detail)
             if not paused and fraction > 0:
                 paused = True
                 print(f"PAUSED {booking.id}", flush=True)

@@ -85,7 +85,7 @@ def recorded_booking(ctx: Context, marks_at: list[float], *, preroll: float, gop
 
 def build_and_plan(ctx: Context, settings: Settings, booking_id: str) -> list[dict]:
     cache = MediaCache(settings.media_dir)
-    outcome = video_jobs.build_video(settings, ctx.store.get(booking_id), cache, lambda _f: None,
+    outcome = video_jobs.build_video(settings, ctx.store.get(booking_id), cache, lambda _f, **_detail: None,
                                threading.Event())  # fmt: skip
     extra = {"outputs": [str(p) for p in outcome.outputs]}
     extra |= clips.build_extra(settings, ctx.store, booking_id, outcome.timeline)
@@ -106,7 +106,7 @@ def test_a_mark_30_s_into_a_40_s_recording_gives_the_right_30_s(ctx: Context,
     assert clip["from"].startswith("2030-06-01T18:00:05")
     booking = ctx.store.get(booking_id)
     storage = open_storage(settings)
-    outcome = video_jobs.upload_video(settings, booking, storage, lambda _f: None,
+    outcome = video_jobs.upload_video(settings, booking, storage, lambda _f, **_detail: None,
                                       threading.Event())  # fmt: skip
     path = Path(clip["path"])
     assert path.name == "bk1-clip01.mp4" and path.parent == settings.processed_dir
@@ -193,7 +193,7 @@ def test_a_clip_that_cannot_be_cut_is_left_out_and_the_video_still_uploads(
     ctx.store.fire("bk2", "process", changes={"processed_path": str(video),
                                               "extra": {"outputs": [str(video)], "clips": plan}})
     outcome = video_jobs.upload_video(settings, ctx.store.get("bk2"), open_storage(settings),
-                                lambda _f: None, threading.Event())  # fmt: skip
+                                lambda _f, **_detail: None, threading.Event())  # fmt: skip
     assert [o["kind"] for o in outcome.objects] == ["video"]
     assert len(outcome.notes) == 1 and outcome.notes[0].startswith("clip clip01 not cut:")
     assert not clips.clip_path(video, 1).exists()

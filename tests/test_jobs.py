@@ -102,5 +102,5 @@ def test_a_build_with_nothing_on_disk_is_retried_later(ctx: Context) -> None:
     start = datetime(2030, 1, 1, tzinfo=UTC)
     booking = ctx.store.create(start, start + timedelta(minutes=5), booking_id="b1")
     outcome = video_jobs.build_video(ctx.settings, booking, MediaCache(ctx.settings.media_dir),
-                                     lambda _f: None, threading.Event())  # fmt: skip
+                                     lambda _f, **_detail: None, threading.Event())  # fmt: skip
     assert outcome == video_jobs.RetryLater("no recorded segments on disk")

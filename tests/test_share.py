@@ -62,7 +62,7 @@ def uploaded_booking(
                         "marks": ["2030-06-01T18:00:30+00:00"]}]}  # fmt: skip
     ctx.store.fire(booking_id, "process", changes={"processed_path": str(video), "extra": extra})
     outcome = video_jobs.upload_video(settings, ctx.store.get(booking_id), open_storage(settings),
-                                lambda _f: None, threading.Event())  # fmt: skip
+                                lambda _f, **_detail: None, threading.Event())  # fmt: skip
     ctx.store.fire(booking_id, "upload", changes={"video_url": outcome.video_url,
                                                  "extra": {"uploaded": outcome.objects}})
     return data
