@@ -5,6 +5,7 @@ from `controller.context.open_storage`, so nothing here imports a backend."""
 from controller.drivers.storage.base import (
     Checkpoint,
     FileCheckpoint,
+    GrowingUpload,
     ProgressFn,
     ServerSideCopy,
     Storage,
@@ -19,6 +20,7 @@ from controller.drivers.storage.keys import KeyScheme
 __all__ = [
     "Checkpoint",
     "FileCheckpoint",
+    "GrowingUpload",
     "KeyScheme",
     "ProgressFn",
     "ServerSideCopy",

@@ -109,7 +109,6 @@ class Storage(Protocol):
     def check(self) -> str: ...
 
 
-
 @runtime_checkable
 class ServerSideCopy(Protocol):
     """A backend that copies an object to another key without the bytes passing through the
@@ -117,6 +116,30 @@ class ServerSideCopy(Protocol):
     opens. Ask with ``isinstance(storage, ServerSideCopy)``."""
 
     def copy(self, key: str, new_key: str) -> None: ...
+
+
+@runtime_checkable
+class GrowingUpload(Protocol):
+    """A backend that can send a video while it is still being built (S3 multipart): the
+    builder's append-only file goes up part by part, so that when the booking ends only the
+    last part(s) and the completion remain for `Storage.upload`, given the same checkpoint.
+    A local copy is fast enough at the end, so `LocalStorage` has none. Ask with
+    ``isinstance(storage, GrowingUpload)``."""
+
+    def upload_growing(
+        self,
+        path: Path,
+        key: str,
+        *,
+        checkpoint: Checkpoint,
+        stable_below: int,
+        on_progress: ProgressFn | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Send every whole part of `path` lying entirely below byte `stable_below` (bytes before it
+        will not change again) that is not on the server yet; return the bytes of `path` now
+        on the server. Never completes the upload."""
+        ...
 
 
 def local_source(path: Path) -> int:

@@ -12,6 +12,9 @@ How an upload goes, and why:
 4. After CompleteMultipartUpload, HeadObject must show the right size, the SHA-256 metadata and
    the ETag computed locally from the part MD5s; only then does `upload` return.
 
+`upload_growing` sends parts while the video is still being built (`s3_growing`); `upload` of
+the finished file then completes that same multipart upload from its checkpoint.
+
 Network trouble inside one call is retried briefly (`s3_client`); anything longer comes back as
 ``StorageError(retryable=True)`` for the booking's own backoff to handle. Progress is counted
 in bytes as the HTTP client reads them (`s3_meter`). Credentials come from boto3's standard
@@ -26,6 +29,7 @@ import re
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -38,6 +42,7 @@ from controller.drivers.storage.base import (
 )
 from controller.drivers.storage.keys import KeyScheme
 from controller.drivers.storage.s3_client import BucketClient, error_code, to_storage_error
+from controller.drivers.storage.s3_growing import GROWING_KEY, GrowingUploader
 from controller.drivers.storage.s3_meter import Meter
 from controller.drivers.storage.s3_plan import MIN_PART, MiB, plan_file
 from controller.drivers.storage.s3_transfer import Transfer
@@ -128,6 +133,7 @@ class S3Storage:
             etag_is_md5=self.etag_is_md5,
             signs_payload=self.signs_payload,
         )
+        self.growing = GrowingUploader(self.transfer, part_size)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r}, endpoint={self.endpoint!r})"
@@ -176,6 +182,9 @@ class S3Storage:
         if plan.multipart:
             self.transfer.multipart(Path(path), key, plan, checkpoint, on_progress, stop)
         else:
+            if checkpoint is not None:
+                # A growing upload begun for a video that ended at exactly one part.
+                self.transfer.forget(checkpoint, abort=True)
             self.transfer.put(Path(path), key, plan, Meter(plan.size, 0, on_progress))
         try:
             self.verify(obj)
@@ -184,6 +193,29 @@ class S3Storage:
             if checkpoint is not None:
                 checkpoint.clear()
         return self._finish(obj)
+
+    def upload_growing(
+        self,
+        path: Path,
+        key: str,
+        *,
+        checkpoint: Checkpoint,
+        stable_below: int,
+        on_progress: ProgressFn | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Send the whole parts of the growing `path` below `stable_below` that the server
+        lacks; returns the bytes of `path` on the server. Never completes: `upload` of the
+        finished file with the same `checkpoint` does. With SSE-KMS it sends nothing and
+        returns 0 (no MD5 ETag could prove such an object: see `s3_growing`)."""
+        return self.growing.upload(
+            Path(path),
+            key,
+            checkpoint=checkpoint,
+            stable_below=stable_below,
+            on_progress=on_progress,
+            stop=stop,
+        )
 
     def _finish(self, obj: StoredObject) -> StoredObject:
         if self.presign_s <= 0:
@@ -199,33 +231,37 @@ class S3Storage:
             if error_code(exc.__cause__) in ("403", "AccessDenied"):
                 return False
             raise
-        return bool(
-            head
-            and head.get("ContentLength") == obj.size
-            and head.get("Metadata", {}).get("sha256") == obj.sha256
-            and (obj.etag is None or head.get("ETag", "").strip('"') == obj.etag)
-        )
+        return head is not None and self._mismatch(head, obj) is None
+
+    def _mismatch(self, head: dict[str, Any], obj: StoredObject) -> str | None:
+        """Why the object that `head` describes is not `obj`, or None when it is."""
+        where = self.object_url(obj.key)
+        size = head.get("ContentLength")
+        if size != obj.size:
+            return f"stored video {where} has {size} bytes, expected {obj.size}"
+        meta = head.get("Metadata", {})
+        # A growing upload could not know its SHA-256 when S3 fixed the metadata; its multipart
+        # ETag, built from the MD5 that S3 checked of every part, proves the bytes instead.
+        by_etag = "sha256" not in meta and meta.get(GROWING_KEY) == "1" and obj.etag is not None
+        if meta.get("sha256") != obj.sha256 and not by_etag:
+            return f"stored video {where} lacks the expected sha256"
+        etag = str(head.get("ETag", "")).strip('"')
+        if obj.etag is not None and etag != obj.etag:
+            return f"stored video {where} has ETag {etag}, expected {obj.etag}"
+        return None
 
     # -- checks ---------------------------------------------------------------------------
 
     def verify(self, obj: StoredObject, *, deep: bool = False) -> None:
-        """HeadObject: size, SHA-256 metadata and ETag; `deep` also downloads and hashes it."""
+        """HeadObject: size, SHA-256 metadata (or, for an object uploaded while it was built,
+        ``ezrec-growing``) and ETag; `deep` also downloads the object and hashes it."""
         where = self.object_url(obj.key)
         head = self.api.head(obj.key)
         if head is None:
             raise StorageError(f"stored video {where} is missing", retryable=True)
-        size = head.get("ContentLength")
-        if size != obj.size:
-            raise StorageError(
-                f"stored video {where} has {size} bytes, expected {obj.size}", retryable=True
-            )
-        if head.get("Metadata", {}).get("sha256") != obj.sha256:
-            raise StorageError(f"stored video {where} lacks the expected sha256", retryable=True)
-        etag = str(head.get("ETag", "")).strip('"')
-        if obj.etag is not None and etag != obj.etag:
-            raise StorageError(
-                f"stored video {where} has ETag {etag}, expected {obj.etag}", retryable=True
-            )
+        wrong = self._mismatch(head, obj)
+        if wrong is not None:
+            raise StorageError(wrong, retryable=True)
         if deep:
             got = self.api.call(
                 "download", self.client.get_object, Bucket=self.bucket, Key=obj.key

@@ -5,6 +5,10 @@ id and the finished parts are saved to the `Checkpoint`; on the next call they a
 with ListParts, keeping exactly the parts the server has whose MD5 matches the local bytes. A
 kill therefore costs at most the parts that were in flight — and not even those if they had
 reached S3.
+
+A checkpoint marked ``growing`` was begun by `s3_growing` while the file was still being built:
+it has no size or SHA-256 to compare, so the finished file takes over those of its parts whose
+MD5 still matches (a header patched at the end makes part 1 go up again).
 """
 
 from __future__ import annotations
@@ -83,35 +87,75 @@ class Transfer:
     ) -> None:
         state = self._resume(checkpoint, key, plan)
         if state is None:
-            created = self.api.call(
-                "start of multipart upload",
-                self.client.create_multipart_upload,
-                Bucket=self.bucket,
-                Key=key,
-                ContentType=_content_type(key),
-                Metadata={"sha256": plan.sha256},
-                **self.sse,
+            state = self.create(
+                key,
+                plan.part_size,
+                checkpoint,
+                metadata={"sha256": plan.sha256},
+                size=plan.size,
+                sha256=plan.sha256,
             )
-            state = {
-                "version": CHECKPOINT_VERSION,
-                "bucket": self.bucket,
-                "key": key,
-                "upload_id": created["UploadId"],
-                "size": plan.size,
-                "sha256": plan.sha256,
-                "part_size": plan.part_size,
-                "parts": [],
-                "started_at": datetime.now(UTC).isoformat(),
-            }
-            if checkpoint is not None:
-                checkpoint.save(state)
+        meter = Meter(plan.size, sum(int(p["size"]) for p in state["parts"]), on_progress)
+        meter.finished(0, 0)  # where a resumed upload starts
+        done = self.send_parts(path, key, plan, state, checkpoint, meter, stop)
+        self._complete(key, state["upload_id"], done, plan)
+
+    def create(
+        self,
+        key: str,
+        part_size: int,
+        checkpoint: Checkpoint | None,
+        *,
+        metadata: dict[str, str],
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """CreateMultipartUpload, and the checkpoint state that remembers it (plus `fields`)."""
+        created = self.api.call(
+            "start of multipart upload",
+            self.client.create_multipart_upload,
+            Bucket=self.bucket,
+            Key=key,
+            ContentType=_content_type(key),
+            Metadata=metadata,
+            **self.sse,
+        )
+        state: dict[str, Any] = {
+            "version": CHECKPOINT_VERSION,
+            "bucket": self.bucket,
+            "key": key,
+            "upload_id": created["UploadId"],
+            **fields,
+            "part_size": part_size,
+            "parts": [],
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        if checkpoint is not None:
+            checkpoint.save(state)
+        return state
+
+    def send_parts(
+        self,
+        path: Path,
+        key: str,
+        plan: UploadPlan,
+        state: dict[str, Any],
+        checkpoint: Checkpoint | None,
+        meter: Meter,
+        stop: threading.Event | None,
+    ) -> dict[int, dict[str, Any]]:
+        """Send every part of `plan` that `state` does not hold yet, recording each in the
+        checkpoint as it finishes; returns them all by number. A set `stop` lets the parts in
+        flight finish and raises UploadInterrupted."""
         upload_id: str = state["upload_id"]
         done: dict[int, dict[str, Any]] = {int(p["number"]): p for p in state["parts"]}
-        meter = Meter(plan.size, sum(int(p["size"]) for p in done.values()), on_progress)
-        meter.finished(0, 0)  # where a resumed upload starts
 
         def record(number: int, etag: str) -> None:
-            done[number] = {"number": number, "etag": etag, "size": plan.span(number)[1]}
+            done[number] = {
+                "number": number,
+                "etag": etag,
+                "size": plan.span(number)[1],
+                "md5": plan.md5s[number - 1].hex(),
+            }
             state["parts"] = [done[n] for n in sorted(done)]
             if checkpoint is not None:
                 checkpoint.save(state)
@@ -146,7 +190,7 @@ class Transfer:
             raise UploadInterrupted(
                 f"upload interrupted by shutdown after {len(done)}/{plan.parts} parts; it resumes"
             )
-        self._complete(key, upload_id, done, plan)
+        return done
 
     def _upload_part(
         self, path: Path, key: str, upload_id: str, plan: UploadPlan, number: int, meter: Meter
@@ -201,12 +245,18 @@ class Transfer:
         state = checkpoint.load()
         if not state:
             return None
+        if state.get("growing") is True:
+            # Begun while the file was still being built (`s3_growing`): its size and SHA-256
+            # were unknown then, so only each part's MD5 can tie it to this file; without an
+            # MD5 ETag (SSE-KMS) nothing could, nor verify the result.
+            whole_file = self.etag_is_md5
+        else:
+            whole_file = state.get("size") == plan.size and state.get("sha256") == plan.sha256
         same = (
-            state.get("version") == CHECKPOINT_VERSION
+            whole_file
+            and state.get("version") == CHECKPOINT_VERSION
             and state.get("bucket") == self.bucket
             and state.get("key") == key
-            and state.get("size") == plan.size
-            and state.get("sha256") == plan.sha256
             and state.get("part_size") == plan.part_size
             and isinstance(state.get("upload_id"), str)
         )
@@ -214,26 +264,32 @@ class Transfer:
             # Another file, key or part size: the old upload can never be completed.
             self.forget(checkpoint, abort=state.get("bucket") == self.bucket)
             return None
-        on_server = self._list_parts(key, state["upload_id"])
+        on_server = self.list_parts(key, state["upload_id"])
         if on_server is None:  # aborted (abort_stale) or expired: start over
             checkpoint.clear()
             return None
+        self.reconcile(state, on_server, plan)
+        checkpoint.save(state)
+        return state
+
+    def reconcile(
+        self, state: dict[str, Any], on_server: dict[int, tuple[str, int]], plan: UploadPlan
+    ) -> None:
+        """Keep in `state` exactly the parts the server holds whose size and MD5 are those of
+        the local bytes at their offset (without an MD5 ETag: whose ETag the checkpoint
+        recorded), so neither a torn checkpoint nor a changed file can smuggle in a part."""
         claimed = {int(p["number"]): str(p["etag"]) for p in state.get("parts", [])}
         parts = []
         for number, (etag, size) in sorted(on_server.items()):
             if number > plan.parts or size != plan.span(number)[1]:
                 continue
-            if self.etag_is_md5:
-                good = etag.strip('"') == plan.md5s[number - 1].hex()
-            else:
-                good = claimed.get(number) == etag
+            md5 = plan.md5s[number - 1].hex()
+            good = etag.strip('"') == md5 if self.etag_is_md5 else claimed.get(number) == etag
             if good:
-                parts.append({"number": number, "etag": etag, "size": size})
+                parts.append({"number": number, "etag": etag, "size": size, "md5": md5})
         state["parts"] = parts
-        checkpoint.save(state)
-        return state
 
-    def _list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
+    def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]] | None:
         found: dict[int, tuple[str, int]] = {}
         marker = 0
         while True:
