@@ -289,6 +289,12 @@ def create_supervisor(settings: Settings, store: BookingStore) -> Supervisor:
         from controller import replay_service
 
         supervisor.sidecars.extend(replay_service.start(settings, store, supervisor.storage))
+        if settings.chunk_s > 0:
+            # The video built, and its upload begun, while the slot is recorded.
+            from controller.live_build import LiveBuilder
+
+            live = LiveBuilder(settings, store, supervisor.media, supervisor.storage)
+            supervisor.sidecars.append(live.start())
         return supervisor
     except Exception:
         listener.close()

@@ -85,8 +85,8 @@ def recorded_booking(ctx: Context, marks_at: list[float], *, preroll: float, gop
 
 def build_and_plan(ctx: Context, settings: Settings, booking_id: str) -> list[dict]:
     cache = MediaCache(settings.media_dir)
-    outcome = video_jobs.build_video(settings, ctx.store.get(booking_id), cache, lambda _f, **_detail: None,
-                               threading.Event())  # fmt: skip
+    outcome = video_jobs.build_video(settings, ctx.store.get(booking_id), cache,
+                                     lambda _f, **_detail: None, threading.Event())  # fmt: skip
     extra = {"outputs": [str(p) for p in outcome.outputs]}
     extra |= clips.build_extra(settings, ctx.store, booking_id, outcome.timeline)
     ctx.store.fire(booking_id, "process", changes={"processed_path": str(outcome.outputs[0]),
