@@ -6,7 +6,11 @@ preset and CRF, yuv420p). The cameras and the intro are lavfi test patterns of s
 content (testsrc2 / testsrc), so that the comparison measures the pipelines and not how hard
 one clip is to compress. Variants:
 
-  onepass    our builder: both cameras side by side + intro + logo, one graph, one encode
+  onepass    our builder as it runs: both cameras side by side + logo encoded in chunks, joined
+             by stream copy to the intro it encoded once for these settings and cached (the
+             cache is warm, as for every booking but the first after a settings change)
+  graph      our builder's one-pass graph (BuildSpec.incremental=False): cameras, logo and
+             the intro in one graph, one encode (the intro encoded again for each booking)
   multipass  the seed's way: merge (encode), then prepend the intro (encode), then overlay
              the logo (encode): each pass re-encodes the whole video
   floor      a bare single encode of a plain hstack of the two cameras: no intro, no logo
@@ -28,6 +32,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +50,7 @@ from controller.drivers.builder import (
     feeds_from_raw_dir,
     validate,
 )
+from controller.recordings import chunk_dir
 
 PRESET, CRF = "veryfast", 23
 ENCODE = ["-c:v", "libx264", "-preset", PRESET, "-crf", str(CRF), "-pix_fmt", "yuv420p"]
@@ -98,13 +104,16 @@ def timed(fn: Any) -> tuple[float, float]:
     return wall, cpu
 
 
-def run_onepass(root: Path, out: Path, w: int, h: int, fps: int) -> None:
+def run_onepass(root: Path, out: Path, w: int, h: int, fps: int, chunks: bool = True) -> None:
     spec = BuildSpec(
         "bench", feeds_from_raw_dir(root / "raw"), out, "side_by_side", w, h, fps,
         start_at=T0, intro=root / "intro.mp4",
         overlays=[Overlay(root / "logo.png", "venue_logo", "top_right")],
-        preset=PRESET, crf=CRF, cache_dir=root / "media",
+        preset=PRESET, crf=CRF, cache_dir=root / "media", incremental=chunks,
     )  # fmt: skip
+    # A fresh build each time: no chunk of an earlier run is reused (the cached intro is).
+    shutil.rmtree(chunk_dir(out), ignore_errors=True)
+    out.unlink(missing_ok=True)
     build(spec)
 
 
@@ -162,9 +171,12 @@ def main() -> int:
         total_s = args.seconds + args.intro_seconds
         for old in (root / "media").glob("*.intro-*"):
             old.unlink()  # the first fast-path run must pay for its intro encode
+        print("encoding the intro for the chunks once (cached, as on a box) ...", flush=True)
+        run_onepass(root, root / "warm.mp4", w, h, fps)
         variants = {
             "floor": lambda: run_floor(root, root / "floor.mp4"),
             "onepass": lambda: run_onepass(root, root / "onepass.mp4", w, h, fps),
+            "graph": lambda: run_onepass(root, root / "graph.mp4", w, h, fps, chunks=False),
             "multipass": lambda: run_multipass(root, root / "multipass.mp4", w, h, fps),
         }
         walls: dict[str, list[float]] = {name: [] for name in variants}
@@ -188,6 +200,7 @@ def main() -> int:
         fast = [timed(lambda: run_fastpath(root, root / "f2.mp4", w, h, fps))[0] for _ in range(3)]
         results["fastpath_s"] = round(statistics.median(fast), 2)
         validate(root / "onepass.mp4", total_s, 2 * w, h, tolerance=0.5)
+        validate(root / "graph.mp4", total_s, 2 * w, h, tolerance=0.5)
         validate(root / "multipass.mp4", total_s, 2 * w, h, tolerance=0.5)
         validate(root / "floor.mp4", args.seconds, 2 * w, h, tolerance=0.5)
         validate(root / "f2.mp4", total_s, w, h, tolerance=0.5)
@@ -197,6 +210,8 @@ def main() -> int:
     r["onepass_over_floor"] = round(r["onepass_s"] / r["floor_s"], 3)
     r["multipass_over_onepass_cpu"] = round(r["multipass_cpu_s"] / r["onepass_cpu_s"], 2)
     r["onepass_over_floor_cpu"] = round(r["onepass_cpu_s"] / r["floor_cpu_s"], 3)
+    r["graph_over_floor"] = round(r["graph_s"] / r["floor_s"], 3)
+    r["graph_over_floor_cpu"] = round(r["graph_cpu_s"] / r["floor_cpu_s"], 3)
     r["repeat"] = args.repeat
     r["onepass_realtime_x"] = round(total_s / r["onepass_s"], 2)
     r["multipass_realtime_x"] = round(total_s / r["multipass_s"], 2)
@@ -205,16 +220,20 @@ def main() -> int:
     r["inputs"] = f"2 x {args.seconds} s {w}x{h} {fps} fps + {args.intro_seconds} s intro + logo"
     r["encoder"] = f"libx264 -preset {PRESET} -crf {CRF}"
     r["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
-    r["goals"] = {"multipass_over_onepass": ">= 2.0", "onepass_over_floor": "<= 1.15"}
+    r["graph_realtime_x"] = round(total_s / r["graph_s"], 2)
+    r["goals"] = {"multipass_over_onepass": ">= 2.0", "onepass_over_floor": "<= 1.05"}
 
     rows = [
-        ("onepass (ours)", r["onepass_s"], r["onepass_realtime_x"], "2 cams + intro + logo"),
+        ("onepass (ours)", r["onepass_s"], r["onepass_realtime_x"],
+         "2 cams + logo in chunks + cached intro"),
+        ("graph", r["graph_s"], r["graph_realtime_x"], "2 cams + intro + logo, one graph"),
         ("multipass (seed)", r["multipass_s"], r["multipass_realtime_x"], "3 encodes"),
         ("floor", r["floor_s"], r["floor_realtime_x"], "hstack only, no intro/logo"),
         ("fastpath, 1st", r["fastpath_first_s"], None, "single + intro: intro encoded"),
         ("fastpath", r["fastpath_s"], r["fastpath_realtime_x"], "single + intro: copy only"),
     ]
-    cpu = {"onepass (ours)": "onepass", "multipass (seed)": "multipass", "floor": "floor"}
+    cpu = {"onepass (ours)": "onepass", "graph": "graph", "multipass (seed)": "multipass",
+           "floor": "floor"}  # fmt: skip
     print(f"\n{'variant':<18} {'wall s':>8} {'cpu s':>8} {'x realtime':>11}  what")
     for name, secs, rt, what in rows:
         cpu_s = f"{r[cpu[name] + '_cpu_s']:.1f}" if name in cpu else ""
@@ -225,7 +244,11 @@ def main() -> int:
     )
     print(
         f"onepass / floor     = {r['onepass_over_floor']:.3f} wall, "
-        f"{r['onepass_over_floor_cpu']:.3f} cpu (goal <= 1.15)"
+        f"{r['onepass_over_floor_cpu']:.3f} cpu (goal <= 1.05)"
+    )
+    print(
+        f"graph / floor       = {r['graph_over_floor']:.3f} wall, "
+        f"{r['graph_over_floor_cpu']:.3f} cpu (the intro encoded each time)"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -110,7 +110,9 @@ class Settings(BaseSettings):
     s3_sse: str | None = None  # e.g. "AES256" or "aws:kms"
     s3_key_template: str = "{prefix}/{device}/{yyyy}/{mm}/{dd}/{booking}.mp4"
     s3_presign_s: int = Field(default=0, ge=0, le=7 * 24 * 3600)  # 0: no presigned URL
-    s3_part_size_mb: int = Field(default=8, ge=5, le=5120)  # S3's minimum part is 5 MiB
+    # S3's minimum part is 5 MiB. Small parts leave less to send when a video built while it
+    # was recorded is finished: at most one part plus the last chunk.
+    s3_part_size_mb: int = Field(default=5, ge=5, le=5120)
     # Parts in flight. 1 bounds what a power cut costs to one part re-sent; more helps only on
     # fast, high-latency links (a hard kill can then cost that many parts).
     s3_concurrency: int = Field(default=1, ge=1, le=16)

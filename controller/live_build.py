@@ -67,6 +67,7 @@ class LiveBuilder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-build", daemon=True)
         self._warned: set[str] = set()
+        self._told: dict[str, dict[str, int]] = {}  # the detail last written, per booking
 
     def start(self) -> LiveBuilder:
         self._thread.start()
@@ -86,8 +87,8 @@ class LiveBuilder:
             busy = False
             try:
                 busy = self.run_once()
-            except Exception:  # the database is away: the next round tries again
-                log.exception("live build round failed")
+            except Exception as exc:  # the database is away: the next round tries again
+                log.warning("live build round failed: %s", str(exc).splitlines()[0])
             if not busy:
                 self._wake.wait(self.every_s)
                 self._wake.clear()
@@ -118,9 +119,7 @@ class LiveBuilder:
             return False
         if status is None:
             return False
-        self.store.set_progress_detail(
-            booking.id, chunks_built=status.joined, chunks_total=status.total
-        )
+        self._tell(booking.id, chunks_built=status.joined, chunks_total=status.total)
         return status.size > before
 
     def _upload(self, booking: Booking) -> None:
@@ -147,7 +146,15 @@ class LiveBuilder:
             # The upload job after the build sends whatever is not there yet.
             self._warn(booking.id, f"not uploaded while recording: {exc}")
             return
-        self.store.set_progress_detail(booking.id, bytes_uploaded=sent)
+        self._tell(booking.id, bytes_uploaded=sent)
+
+    def _tell(self, booking_id: str, **counts: int) -> None:
+        """Progress detail written when it changed: the database is shared with the loop."""
+        told = self._told.setdefault(booking_id, {})
+        if all(told.get(k) == v for k, v in counts.items()):
+            return
+        self.store.set_progress_detail(booking_id, **counts)
+        told.update(counts)
 
     def _warn(self, booking_id: str, message: str) -> None:
         line = f"{booking_id}: {message}"

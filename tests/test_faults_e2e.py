@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -84,22 +85,38 @@ def test_an_encoder_dies_with_the_process_that_started_it(tmp_path: Path) -> Non
         proc.kill()
 
 
-def test_sigkill_during_an_encode_then_restart(world: Any) -> None:
+def building(world: Any, booking_id: str) -> Callable[[], bool]:
+    """The booking's build job has reported progress (it is paused there by --slow build)."""
+
+    def check() -> bool:
+        booking = world.ctx.store.get(booking_id)
+        return booking.progress_stage == "processing" and (booking.progress or 0) > 0
+
+    return check
+
+
+@pytest.mark.parametrize("chunk_s", ["0", "1"], ids=["one-pass", "chunks"])
+def test_sigkill_during_an_encode_then_restart(world: Any, chunk_s: str) -> None:
     """Killed mid-build and restarted: the new attempt builds in a scratch folder of its own
-    (stale ones are cleared) and the booking reaches video_uploaded."""
+    (stale ones are cleared), or goes on from the chunks joined so far, and the booking reaches
+    video_uploaded."""
     store = world.ctx.store
-    proc = world.start("--slow", "build", "--pause", "60", ready=True)
+    env = {"EZREC_CHUNK_S": chunk_s}
+    proc = world.start("--slow", "build", "--pause", "60", extra_env=env, ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=4), booking_id="enc")
     processed = world.dir / "recordings" / "processed"
-    wait_for(lambda: bool(list(processed.glob(".enc.work*"))), 120, "a build under way")
+    wait_for(building(world, "enc"), 120, "a build under way")
     proc.kill()
     proc.wait(10)
     wait_for(lambda: not ffmpeg_children_of(world.dir), 10, "no child left")
     assert state_of(world.ctx, "enc") == "completed"
-    world.start()
+    world.start(extra_env=env)
     wait_for(lambda: state_of(world.ctx, "enc") == "video_uploaded", 120, "video_uploaded")
     assert not list(processed.glob(".enc.work*")), "scratch folders are cleaned up"
+    assert not list(processed.glob(".enc.chunks")), "the chunk folder goes once stored"
+    booking = store.get("enc")
+    assert booking.extra["chunks"] == (4 if chunk_s == "1" else 0)
 
 
 @pytest.fixture
@@ -271,9 +288,13 @@ def test_every_camera_dying_delivers_the_partial_footage(world: Any) -> None:
 # -- ffmpeg ----------------------------------------------------------------------------------
 
 
-def test_a_killed_encoder_is_retried_with_backoff(world: Any) -> None:
+@pytest.mark.parametrize("chunk_s", ["0", "10"], ids=["one-pass", "chunks"])
+def test_a_killed_encoder_is_retried_with_backoff(world: Any, chunk_s: str) -> None:
     store = world.ctx.store
-    slow = {"EZREC_WIDTH": "1280", "EZREC_HEIGHT": "720", "EZREC_X264_PRESET": "veryslow"}
+    # With 10 s chunks a 4 s booking is one chunk, made only once the slot is over (its last
+    # segment is open until then): the encoder killed is the build job's.
+    slow = {"EZREC_WIDTH": "1280", "EZREC_HEIGHT": "720", "EZREC_X264_PRESET": "veryslow",
+            "EZREC_CHUNK_S": chunk_s}  # fmt: skip
     world.start(extra_env=slow, ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=4), booking_id="enc2")
@@ -287,7 +308,8 @@ def test_a_killed_encoder_is_retried_with_backoff(world: Any) -> None:
                     cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
                 except OSError:
                     continue
-                if cmd.startswith("ffmpeg") and f"{processed}/.enc2.work" in cmd:
+                ours = f"{processed}/.enc2.work" in cmd or f"{processed}/.enc2.chunks" in cmd
+                if cmd.startswith("ffmpeg") and ours:
                     pids.append(int(entry.name))
         return pids
 
@@ -306,8 +328,7 @@ def test_sigterm_during_an_encode(world: Any) -> None:
     proc = world.start("--slow", "build", "--pause", "60", ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=4), booking_id="termenc")
-    processed = world.dir / "recordings" / "processed"
-    wait_for(lambda: bool(list(processed.glob(".termenc.work*"))), 120, "a build under way")
+    wait_for(building(world, "termenc"), 120, "a build under way")
     began = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -67,8 +68,14 @@ def run_ffmpeg(
             break
     cpu = _cpu_seconds(proc.pid)
     proc.wait()
+    # The last progress lines and error text, but a progress callback that is slow (a busy
+    # database) must not hold up a shutdown that systemd bounds.
+    deadline = time.monotonic() + 5
     for t in threads:
-        t.join(timeout=5)
+        while t.is_alive() and time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                break
+            t.join(timeout=0.1)
     if stopped:
         raise BuildError("stopped")
     if proc.returncode != 0:
