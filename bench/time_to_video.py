@@ -159,7 +159,7 @@ def table_rows(bookings: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         rows.append((
             b["uplink"], f"{b['length_s']} s", _s(b.get("end_to_completed_s"), 2),
             _s(b.get("end_to_processed_s")), _s(b.get("end_to_uploaded_s")),
-            "n/a" if size is None else f"{size / 2**20:.1f} MB",
+            "n/a" if size is None else f"{size / 2**20:.1f} MiB",
             _s(b.get("build_cpu_s")), _s(b.get("onepass_cpu_s")),
             "n/a" if b.get("cpu_ratio") is None else f"{b['cpu_ratio']:.2f}", verdict(b),
         ))  # fmt: skip

@@ -34,7 +34,7 @@ def test_table_rows(capsys: pytest.CaptureFixture[str]) -> None:
          "end_to_processed_s": 9.0, "end_to_uploaded_s": 9.9, "video_bytes": None,
          "build_cpu_s": 18.0, "onepass_cpu_s": 16.0, "cpu_ratio": 1.125},
     ])  # fmt: skip
-    assert rows[0] == ("loopback", "20 s", "0.03 s", "9.5 s", "9.6 s", "6.0 MB", "n/a",
+    assert rows[0] == ("loopback", "20 s", "0.03 s", "9.5 s", "9.6 s", "6.0 MiB", "n/a",
                        "16.0 s", "n/a", "yes")  # fmt: skip
     assert rows[1][-2:] == ("1.12", "NO")  # uploaded in time, but the CPU ratio is over 1.10
     assert rows[-1][0] == "goal" and len(rows[-1]) == len(HEADERS)
