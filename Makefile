@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python bench/upload.py --json bench/results/upload.json
 	$(BIN)/python bench/api.py --json bench/results/api.json
 	$(BIN)/python bench/page.py --json bench/results/page.json
+	$(BIN)/python bench/time_to_video.py --json bench/results/time_to_video.json
 
 lint: setup
 	$(BIN)/ruff check controller api tests bench docs/screenshot.py

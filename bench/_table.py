@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 
-def emit(title: str, rows: list[tuple[str, str, str, str]], data: dict[str, Any],
-         json_path: str | None) -> None:
-    """rows: (measure, value, goal, verdict)."""
-    headers = ("measure", "value", "goal", "ok")
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(4)]
+def emit(title: str, rows: list[tuple[str, ...]], data: dict[str, Any],
+         json_path: str | None,
+         headers: tuple[str, ...] = ("measure", "value", "goal", "ok")) -> None:
+    """rows: (measure, value, goal, verdict), or one cell per column of `headers`."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     print(f"\n{title}  ({platform.machine()}, {platform.python_version()})")
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
