@@ -157,12 +157,15 @@ def test_a_cut_piece_is_refused(tmp_path: Path) -> None:
     frames=st.integers(min_value=1, max_value=100_000),
     fps=st.sampled_from([10, 15, 25, 30, 60]),
     chunk_s=st.integers(min_value=1, max_value=120),
+    phase=st.integers(min_value=-10_000, max_value=10_000),
 )
-def test_windows_cover_the_recording_once(frames: int, fps: int, chunk_s: int) -> None:
-    wins = chunks_mod.windows(frames, fps, chunk_s)
+def test_windows_cover_the_recording_once(frames: int, fps: int, chunk_s: int, phase: int) -> None:
+    wins = chunks_mod.windows(frames, fps, chunk_s, phase)
+    size = chunk_s * fps
     assert wins[0].first == 0 and wins[-1].last == frames
     assert all(a.last == b.first for a, b in itertools.pairwise(wins))
-    assert all(0 < w.frames <= chunk_s * fps for w in wins)
+    assert all(0 < w.frames < size * 1.25 for w in wins)
+    assert all(w.first % size == phase % size for w in wins[1:])  # cut where segments begin
     assert [w.index for w in wins] == list(range(len(wins)))
 
 

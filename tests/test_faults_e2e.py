@@ -116,7 +116,7 @@ def test_sigkill_during_an_encode_then_restart(world: Any, chunk_s: str) -> None
     assert not list(processed.glob(".enc.work*")), "scratch folders are cleaned up"
     assert not list(processed.glob(".enc.chunks")), "the chunk folder goes once stored"
     booking = store.get("enc")
-    assert booking.extra["chunks"] == (4 if chunk_s == "1" else 0)
+    assert booking.extra["chunks"] in ((4, 5) if chunk_s == "1" else (0,))
 
 
 @pytest.fixture

@@ -56,7 +56,9 @@ def test_parts_go_up_while_recording_and_the_rest_after(
     booking = store.get("live")
     assert booking.state == State.RECORDING
     detail = booking.progress_detail or {}
-    assert detail.get("chunks_built", 0) >= 1 and detail.get("chunks_total") == 13
+    # 26 s in 2 s chunks, cut where camera 0's segments begin (a first one may be shorter).
+    chunks = detail.get("chunks_total", 0)
+    assert detail.get("chunks_built", 0) >= 1 and chunks in (13, 14)
     assert detail.get("bytes_uploaded", 0) >= 5 * 1024 * 1024
     key = json.loads(checkpoint.read_text())["key"]
     assert "Contents" not in client.list_objects_v2(Bucket=s3_bucket, Prefix=key)
@@ -68,13 +70,13 @@ def test_parts_go_up_while_recording_and_the_rest_after(
     assert info["duration"] == pytest.approx(26.0, abs=0.3)
     assert (info["width"], info["height"]) == (1280, 360)
     assert fmp4.header_duration(video.read_bytes()[:65536]) == pytest.approx(26.0, abs=0.2)
-    assert booking.extra["chunks"] == 13 and booking.extra["build_cpu_s"] > 0
+    assert booking.extra["chunks"] == chunks and booking.extra["build_cpu_s"] > 0
     detail = booking.progress_detail or {}
-    assert detail["chunks_built"] == detail["chunks_total"] == 13
+    assert detail["chunks_built"] == detail["chunks_total"] == chunks
     assert detail["bytes_uploaded"] == detail["bytes_total"] == video.stat().st_size
     body = client.get_object(Bucket=s3_bucket, Key=booking.extra["uploaded"][0]["key"])["Body"]
     assert body.read() == video.read_bytes()
     history = [h.detail or "" for h in store.history("live")]
-    assert any("from 13 chunk(s)" in d for d in history)
+    assert any(f"from {chunks} chunk(s)" in d for d in history)
     # Stored and verified: nothing is kept beside the video for building or uploading it.
     assert not chunk_dir(video).exists() and not checkpoint.exists()

@@ -16,6 +16,7 @@ show changes its name.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -72,13 +73,25 @@ def total_frames(seconds: float, fps: int) -> int:
     return max(1, round(seconds * fps))
 
 
-def windows(frames: int, fps: int, chunk_s: int) -> list[Window]:
-    """The recording's `frames` cut into windows of `chunk_s` seconds (the last one shorter)."""
+def windows(frames: int, fps: int, chunk_s: int, phase: int = 0) -> list[Window]:
+    """The recording's `frames` cut into windows of `chunk_s` seconds, the boundaries `phase`
+    frames after multiples of it (the first window and the last may be shorter; a first one
+    shorter than a quarter of the others is merged into the second)."""
     size = max(1, chunk_s * fps)
-    return [
-        Window(i, first, min(first + size, frames), fps)
-        for i, first in enumerate(range(0, frames, size))
-    ]
+    first = phase % size
+    if first < size / 4:
+        first += size
+    cuts = [0, *range(first, frames, size), frames]
+    return [Window(i, a, b, fps) for i, (a, b) in enumerate(itertools.pairwise(cuts)) if b > a]
+
+
+def phase_of(plan: Plan) -> int:
+    """Where the first camera's segments begin on the recording's timeline, in frames: chunks
+    cut there decode about one segment per camera each, not two. Taken from the first
+    segment's own length, which is the same whether or not the next one exists yet (a chunk
+    boundary must not move between the build while recording and the one after)."""
+    f = plan.feeds[0]
+    return round((f.segments[0].duration - f.skip + f.lead) * plan.spec.fps)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from controller.drivers.builder.chunks import (
     content_end,
     feed_slice,
     intro_piece,
+    phase_of,
     total_frames,
     windows,
 )
@@ -168,7 +169,8 @@ class _Joiner:
         self.on_progress, self.on_chunks = _guarded(on_progress), _guarded(on_chunks)
         spec = plan.spec
         seconds = spec.duration if live and spec.duration else plan.recording_s
-        self.windows = windows(total_frames(seconds, spec.fps), spec.fps, spec.chunk_s)
+        frames = total_frames(seconds, spec.fps)
+        self.windows = windows(frames, spec.fps, spec.chunk_s, phase_of(plan))
         self.booked_s = self.windows[-1].end
         self.limit = min(content_end(f) for f in plan.feeds) if live else float("inf")
         self.journal = _load(folder / JOURNAL)
@@ -399,7 +401,8 @@ def chunk_command_lines(plan: Plan) -> list[list[str]]:
         if job is not None:
             lines.append(job[0])
     seconds = plan.recording_s
-    for w in windows(total_frames(seconds, plan.spec.fps), plan.spec.fps, plan.spec.chunk_s):
+    frames = total_frames(seconds, plan.spec.fps)
+    for w in windows(frames, plan.spec.fps, plan.spec.chunk_s, phase_of(plan)):
         slices = [feed_slice(f, w) for f in plan.feeds]
         out = folder / chunk_name(plan, w, slices)
         argv, lists = chunk_argv(plan, w, slices, out, folder)
