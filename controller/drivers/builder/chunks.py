@@ -40,6 +40,7 @@ from controller.drivers.builder.graph import (
 from controller.drivers.builder.plan import Plan, PreparedFeed, Segment, intro_seconds
 from controller.drivers.builder.spec import BuildSpec
 from controller.fileio import sha256_file
+from controller.recordings import chunk_dir
 
 VERSION = 1  # of the recipe below: a change that alters the bytes must bump it
 # bitexact: no encoder version string, so the same inputs give the same bytes on every box.
@@ -273,3 +274,25 @@ def intro_piece(plan: Plan) -> tuple[Path, tuple[list[str], Path] | None, float]
     output = ffmpeg.output(*streams, str(temp), **codec, **extra, **FRAGMENTED)
     argv = output.compile(overwrite_output=True)
     return cached, ([argv[0], "-hide_banner", *argv[1:]], temp), seconds
+
+
+def chunk_command_lines(plan: Plan) -> list[list[str]]:
+    """The argv of the intro (when not cached) and of every chunk, their concat lists written
+    into the chunk folder (for ``ezrec build ID --print``)."""
+    folder = chunk_dir(plan.spec.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines: list[list[str]] = []
+    if plan.intro is not None:
+        _, job, _ = intro_piece(plan)
+        if job is not None:
+            lines.append(job[0])
+    seconds = plan.recording_s
+    frames = total_frames(seconds, plan.spec.fps)
+    for w in windows(frames, plan.spec.fps, plan.spec.chunk_s, phase_of(plan)):
+        slices = [feed_slice(f, w) for f in plan.feeds]
+        out = folder / chunk_name(plan, w, slices)
+        argv, lists = chunk_argv(plan, w, slices, out, folder)
+        for path, text in lists.items():
+            path.write_text(text)
+        lines.append(argv)
+    return lines

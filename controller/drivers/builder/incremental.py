@@ -389,24 +389,3 @@ def _load(path: Path) -> dict[str, Any]:
         return {"version": 1, "pieces": [], "cpu_s": 0.0}
     return data
 
-
-def chunk_command_lines(plan: Plan) -> list[list[str]]:
-    """The argv of the intro (when not cached) and of every chunk, their concat lists written
-    into the chunk folder (for ``ezrec build ID --print``)."""
-    folder = chunk_dir(plan.spec.output)
-    folder.mkdir(parents=True, exist_ok=True)
-    lines: list[list[str]] = []
-    if plan.intro is not None:
-        _, job, _ = intro_piece(plan)
-        if job is not None:
-            lines.append(job[0])
-    seconds = plan.recording_s
-    frames = total_frames(seconds, plan.spec.fps)
-    for w in windows(frames, plan.spec.fps, plan.spec.chunk_s, phase_of(plan)):
-        slices = [feed_slice(f, w) for f in plan.feeds]
-        out = folder / chunk_name(plan, w, slices)
-        argv, lists = chunk_argv(plan, w, slices, out, folder)
-        for path, text in lists.items():
-            path.write_text(text)
-        lines.append(argv)
-    return lines

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from controller.drivers.builder.chunks import chunk_command_lines
 from controller.drivers.builder.fastpath import (
     ParamMismatch,
     fast_path_blocker,
@@ -23,7 +24,6 @@ from controller.drivers.builder.graph import (
 from controller.drivers.builder.incremental import (
     CannotJoin,
     ChunksFn,
-    chunk_command_lines,
     chunk_dir,
     finish,
     why_not,
