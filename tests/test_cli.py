@@ -173,3 +173,32 @@ def test_verb_modules_never_import_the_group() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 assert node.module != "controller.cli", f"{path.name} imports controller.cli"
+
+
+@pytest.mark.slow
+def test_build_now_prints_and_builds_in_chunks(run, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    from tests._media_fixtures import make_camera
+
+    for key, value in {"EZREC_WIDTH": "320", "EZREC_HEIGHT": "240", "EZREC_FPS": "15",
+                       "EZREC_CHUNK_S": "1", "EZREC_CAMERAS": "2"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    start = datetime.fromisoformat("2030-06-01T18:00:00+00:00")
+    run("add", "--start", start.isoformat(), "--end", "2030-06-01T18:00:03+00:00", "--id", "b1")
+    raw = tmp_path / "recordings" / "raw" / "b1"
+    make_camera(raw, 0, 3, started_at=start.timestamp())
+    make_camera(raw, 1, 3, started_at=start.timestamp(), source="testsrc2")
+    _, out, _ = run("build", "b1", "--print")
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("ffmpeg ") for line in lines)
+    _, out, _ = run("build", "b1")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["chunks"] == 3 and result["cpu_s"] > 0
+    assert result["duration_s"] == pytest.approx(3.0, abs=0.1)
+    assert Path(result["outputs"][0]).is_file()
+    # Nothing recorded: one clear line, no traceback.
+    run("add", "--start", "2030-06-01T19:00:00+00:00", "--end", "2030-06-01T19:00:03+00:00",
+        "--id", "b2")
+    code, out, err = run("build", "b2", ok=False)
+    assert code != 0 and "no recorded segments on disk" in err and "Traceback" not in err + out

@@ -159,9 +159,18 @@ def build(ctx: click.Context, booking_id: str, print_only: bool) -> None:
         for argv in builder.command_lines(spec):
             click.echo(shlex.join(argv))
         return
-    with Progress(*(TextColumn("building"), BarColumn(), TaskProgressColumn()),
-                  console=out) as bars:
-        task = bars.add_task("build", total=1.0)
-        result = builder.build(spec, on_progress=lambda f: bars.update(task, completed=f))
+    columns = (TextColumn("building {task.fields[chunks]}"), BarColumn(), TaskProgressColumn())
+    with Progress(*columns, console=out) as bars:
+        task = bars.add_task("build", total=1.0, chunks="")
+
+        def chunks(built: int, total: int) -> None:
+            bars.update(task, chunks=f"(chunks {built}/{total})")
+
+        try:
+            result = builder.build(spec, on_progress=lambda f: bars.update(task, completed=f),
+                                   on_chunks=chunks)
+        except builder.BuildError as exc:
+            raise click.ClickException(f"build of {booking_id} failed: {exc}") from None
     out.print(json.dumps({"outputs": [str(p) for p in result.outputs],
-                          "duration_s": result.duration_s, "notes": result.notes}))
+                          "duration_s": result.duration_s, "notes": result.notes,
+                          "chunks": result.chunks, "cpu_s": round(result.cpu_s, 2)}))
