@@ -42,6 +42,8 @@ def box_env(data_dir: Path, token: str, **extra: str) -> dict[str, str]:
         EZREC_DATA_DIR=str(data_dir), EZREC_DEVICE_ID="court1", EZREC_CAMERA_DRIVER="synthetic",
         EZREC_WIDTH="320", EZREC_HEIGHT="240", EZREC_FPS="10", EZREC_SEGMENT_S="1",
         EZREC_PREROLL_S="0.5", EZREC_MIN_FREE_DISK_MB="1", EZREC_CAMERA_BITRATE_KBPS="500",
+        # Several chunks in a short booking: the browser plays the joined file.
+        EZREC_CHUNK_S="2",
         EZREC_API_TOKEN=token, PYTHONPATH=str(ROOT),
         # A failure written by a test must stay failed while the page is looked at.
         EZREC_RETRY_BASE_S="600", EZREC_RETRY_MAX_S="600",

@@ -144,6 +144,16 @@ def test_follows_a_recording_to_uploaded_without_reload_then_plays_it(
     }""", timeout=LONG_S)
     # Both 320x240 cameras side by side, decoded by the browser.
     assert page.evaluate("document.querySelector('video').videoWidth") == 640
+    # Joined from 2 s chunks, fragmented: the browser still knows how long it is, and plays
+    # across the joins to the end.
+    duration = page.evaluate("document.querySelector('video[data-video=\"live-1\"]').duration")
+    assert duration == pytest.approx(8.0, abs=0.3)
+    page.evaluate("""() => {
+        const v = document.querySelector('video[data-video="live-1"]');
+        v.currentTime = v.duration - 0.5;
+    }""")
+    page.wait_for_function("""() => document.querySelector('video[data-video="live-1"]').ended""",
+                           timeout=LONG_S)
 
 
 def test_camera_stills_with_resolution_fps_and_rotation(page: Any) -> None:

@@ -125,7 +125,9 @@ def feed_slice(f: PreparedFeed, window: Window) -> FeedSlice | None:
     chosen: list[int] = []
     at = 0.0
     for i, span in enumerate(f.declared):
-        if at < u1 and at + span > u0:
+        # Sums of durations are a hair off (3.0000000000000004): a segment that ends where the
+        # window starts must not be decoded for nothing.
+        if at < u1 - _EPS and at + span > u0 + _EPS:
             chosen.append(i)
         at += span
     if not chosen:
