@@ -231,6 +231,9 @@ class _Joiner:
         argv, lists = chunk_argv(self.plan, window, slices, temp, self.folder)
         for path, text in lists.items():
             path.write_text(text)
+        log.info("%s: chunk %d of %d (%.1f-%.1f s)%s", self.plan.spec.booking_id,
+                 window.index + 1, len(self.windows), window.start, window.end,
+                 " while recording" if self.live else "")
         try:
             self._encode(argv, temp, out, window, position / len(names), 1 / len(names))
         finally:
