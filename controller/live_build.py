@@ -96,12 +96,17 @@ class LiveBuilder:
     def run_once(self) -> bool:
         """One chunk per recorded booking and the parts it completed; True if any was made."""
         made = False
-        for booking in self.store.list(state=[State.RECORDING, State.COMPLETED]):
+        bookings = self.store.list(state=[State.RECORDING, State.COMPLETED])
+        for booking in bookings:
             if self._stop.is_set():
                 break
             if booking.state == State.RECORDING:
                 made |= self._build(booking)
             self._upload(booking)
+        # What was said of bookings that are over is of no more use (the box runs for months).
+        current = {b.id for b in bookings}
+        self._told = {k: v for k, v in self._told.items() if k in current}
+        self._warned = {w for w in self._warned if w.split(": ", 1)[0] in current}
         return made
 
     def _build(self, booking: Booking) -> bool:

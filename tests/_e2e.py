@@ -80,11 +80,14 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
               ready: bool = False) -> subprocess.Popen[str]:
         """`ezrec run`; with `ready`, once its loop has made a first pass (on a loaded machine
         the start-up alone can outlast a test's short slot)."""
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "_run_supervisor.py"), *args],
-            env=env | (extra_env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )
+        # To a file, not a pipe: nobody reads a pipe while the test waits, and a supervisor
+        # that filled one would block on its next log line.
+        log = tmp_path / f"run{len(procs)}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "_run_supervisor.py"), *args],
+                env=env | (extra_env or {}), stdout=out, stderr=subprocess.STDOUT, text=True,
+            )
         procs.append(proc)
         if ready:
             def up() -> bool:
@@ -96,10 +99,12 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         return proc
 
     yield type("World", (), {"ctx": ctx, "env": env, "start": start, "dir": tmp_path})
-    for proc in procs:
+    for n, proc in enumerate(procs):
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+        # Shown by pytest with a failing test's report (teardown output), else dropped.
+        print(f"--- ezrec run #{n} ---\n" + (tmp_path / f"run{n}.log").read_text()[-6000:])
     ctx.close()
 
 

@@ -38,6 +38,7 @@ from tests._media_fixtures import (
     make_camera,
     make_intro,
     make_logo,
+    mean_color,
     mean_diff,
 )
 
@@ -201,6 +202,27 @@ def test_built_while_recording_equals_built_after_the_fact(
     late = build(spec(late_dir, feeds_of(raw["raw"]), intro=raw["intro"], duration=4))
     assert live.outputs[0].read_bytes() == late.outputs[0].read_bytes()
     assert fmp4.header_duration(live.outputs[0].read_bytes()) == pytest.approx(5.0)
+
+
+@pytest.mark.slow
+def test_a_window_no_camera_covers_is_black(tmp_path: Path) -> None:
+    """Both cameras started 1.5 s into the booking (a loaded box): the first windows show
+    black in both halves, as the one-pass build does, and the build does not fail on them."""
+    make_camera(tmp_path / "raw", 0, 2, started_at=T0 + 1.5)
+    make_camera(tmp_path / "raw", 1, 2, started_at=T0 + 1.5, source="testsrc2")
+    chunked = build(spec(tmp_path, feeds_of(tmp_path / "raw"), duration=4))
+    one = build(spec(tmp_path, feeds_of(tmp_path / "raw"), duration=4, incremental=False,
+                     output=tmp_path / "one" / "b1.mp4"))  # fmt: skip
+    assert chunked.chunks >= 3
+    a, b = chunked.outputs[0], one.outputs[0]
+    (frames_a, seconds_a), (frames_b, seconds_b) = frames_and_duration(a), frames_and_duration(b)
+    assert frames_a == frames_b == 53  # 3.5 s at 15 fps: frame 52 starts at 3.467 s, kept
+    assert seconds_a == pytest.approx(seconds_b, abs=0.001)  # one-pass MP4: millisecond ticks
+    early = frame_at(a, 0.8, tmp_path / "early.png")
+    assert max(mean_color(early, (0, 0, 2 * W, H))) < 20
+    for t in (0.8, 2.5):
+        pa, pb = frame_at(a, t, tmp_path / "a.png"), frame_at(b, t, tmp_path / "b.png")
+        assert mean_diff(pa, pb, (0, 0, 2 * W, H)) < 4, t
 
 
 @pytest.mark.slow

@@ -86,11 +86,14 @@ def test_an_encoder_dies_with_the_process_that_started_it(tmp_path: Path) -> Non
 
 
 def building(world: Any, booking_id: str) -> Callable[[], bool]:
-    """The booking's build job has reported progress (it is paused there by --slow build)."""
+    """The booking's build job has started. A chunked build may have little left to do after
+    the slot (the chunks made while recording), so this does not wait for a progress report:
+    --slow build pauses only the thread that reports it, and the kill that follows may hit the
+    build at any instant, which is the point."""
 
     def check() -> bool:
         booking = world.ctx.store.get(booking_id)
-        return booking.progress_stage == "processing" and (booking.progress or 0) > 0
+        return booking.state == "completed" and booking.progress_stage == "processing"
 
     return check
 
@@ -110,7 +113,8 @@ def test_sigkill_during_an_encode_then_restart(world: Any, chunk_s: str) -> None
     proc.kill()
     proc.wait(10)
     wait_for(lambda: not ffmpeg_children_of(world.dir), 10, "no child left")
-    assert state_of(world.ctx, "enc") == "completed"
+    # Killed while building, or (a chunked build with one chunk left is quick) just after.
+    assert state_of(world.ctx, "enc") in ("completed", "video_processed")
     world.start(extra_env=env)
     wait_for(lambda: state_of(world.ctx, "enc") == "video_uploaded", 120, "video_uploaded")
     assert not list(processed.glob(".enc.work*")), "scratch folders are cleaned up"
@@ -334,7 +338,8 @@ def test_sigterm_during_an_encode(world: Any) -> None:
     assert proc.wait(15) == 0
     assert time.monotonic() - began < 5.0
     assert not ffmpeg_children_of(world.dir)
-    assert state_of(world.ctx, "termenc") == "completed"  # built again after a restart
+    # Built again after a restart (or, if the build had just finished, uploaded then).
+    assert state_of(world.ctx, "termenc") in ("completed", "video_processed")
 
 
 # -- storage ---------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import ffmpeg
 from controller.drivers.builder.graph import (
     concat_list,
     draw_logos,
+    fanout,
     fit_stream,
     intro_streams,
     layout_streams,
@@ -71,7 +72,11 @@ class Window:
 
 
 def total_frames(seconds: float, fps: int) -> int:
-    return max(1, round(seconds * fps))
+    """The frames the one-pass graph keeps of `seconds` (its trim after fps): the duration in
+    microseconds, rescaled to 1/fps rounding half away from zero, as av_rescale_q does
+    (Python's round() goes to even, one frame short at every .5)."""
+    micros = round(round(seconds, 6) * 1_000_000)
+    return max(1, (micros * fps + 500_000) // 1_000_000)
 
 
 def windows(frames: int, fps: int, chunk_s: int, phase: int = 0) -> list[Window]:
@@ -212,12 +217,13 @@ def chunk_argv(
     w, h = spec.width, spec.height
     lists: dict[Path, str] = {}
     streams = []
+    # A window no camera covers (both started late, say) needs black twice: ffmpeg-python
+    # takes two equal inputs for one node, so there is one source, split.
+    gaps = sum(s is None for s in slices)
+    blacks = iter(fanout(_black(spec, window), gaps)) if gaps else iter(())
     for f, s in zip(plan.feeds, slices, strict=True):
         if s is None:
-            black = ffmpeg.input(
-                f"color=c=black:s={w}x{h}:r={spec.fps}", f="lavfi", t=window.end - window.start
-            ).video
-            streams.append(fit_stream(black, w, h, w, h).filter("trim", end_frame=window.frames))
+            streams.append(next(blacks))
             continue
         listing = lists_dir / f"{out.stem}.cam{f.feed.camera}.ffconcat"
         lists[listing] = concat_list(s.segments, s.declared, None)
@@ -242,6 +248,14 @@ def chunk_argv(
     output = ffmpeg.output(v, str(out), an=None, **codec, **FRAGMENTED)
     argv = output.compile(overwrite_output=True)
     return [argv[0], "-hide_banner", *argv[1:]], lists
+
+
+def _black(spec: BuildSpec, window: Window) -> Any:
+    w, h = spec.width, spec.height
+    black = ffmpeg.input(
+        f"color=c=black:s={w}x{h}:r={spec.fps}", f="lavfi", t=window.end - window.start
+    ).video
+    return fit_stream(black, w, h, w, h).filter("trim", end_frame=window.frames)
 
 
 # -- the intro, encoded once per settings --------------------------------------------------

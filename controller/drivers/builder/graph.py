@@ -159,7 +159,7 @@ def _with_intro(
     return joined[0], joined[1]
 
 
-def _fanout(stream: Any, n: int, audio: bool = False) -> list[Any]:
+def fanout(stream: Any, n: int, audio: bool = False) -> list[Any]:
     """``n`` copies of a stream (ffmpeg-python needs an explicit split to reuse one)."""
     if n == 1 or stream is None:
         return [stream] * n
@@ -200,7 +200,7 @@ def plan_encode(plan: Plan) -> None:
     files: list[tuple[Path, Path]] = []
     # Shared inputs (intro, logos, silence) are built once and split per output.
     n = len(groups)
-    logos = [[(copy, x, y) for copy in _fanout(logo, n)] for logo, x, y in logo_streams(plan)]
+    logos = [[(copy, x, y) for copy in fanout(logo, n)] for logo, x, y in logo_streams(plan)]
     iv = ia = silence = None
     if plan.intro is not None:
         iv, ia = intro_streams(plan)
@@ -209,7 +209,7 @@ def plan_encode(plan: Plan) -> None:
                 "anullsrc=r=48000:cl=stereo", f="lavfi", t=round(plan.recording_s, 6)
             )
             silence = src.audio
-    ivs, ias, silences = _fanout(iv, n), _fanout(ia, n, True), _fanout(silence, n, True)
+    ivs, ias, silences = fanout(iv, n), fanout(ia, n, True), fanout(silence, n, True)
     for i, (group, final) in enumerate(zip(groups, outs, strict=True)):
         v = layout_streams(plan, [_normalised_feed(plan, f, w, h) for f in group])
         v = draw_logos(v, [per_output[i] for per_output in logos])
