@@ -226,6 +226,34 @@ def test_a_window_no_camera_covers_is_black(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("offset", [-0.01, 0.01], ids=["cam1-first", "cam1-second"])
+def test_cameras_ms_apart_need_one_segment_each_per_window(offset: float, tmp_path: Path) -> None:
+    """Two cameras started 10 ms apart (a third of a frame): every window reads one segment of
+    each, and while recording a window is made as soon as those have closed, whichever camera
+    started first (cut at the later one's edges, it waited a whole segment for the other)."""
+    make_camera(tmp_path / "raw", 0, 4, started_at=T0)
+    make_camera(tmp_path / "raw", 1, 4, started_at=T0 + offset, source="testsrc2")
+    plan = decide(spec(tmp_path, feeds_of(tmp_path / "raw"), duration=4))
+    wins = chunks_mod.windows(60, FPS, 1, chunks_mod.phase_of(plan))
+    assert len(wins) == 4
+    for w in wins:
+        for f in plan.feeds:
+            piece = chunks_mod.feed_slice(f, w)
+            assert piece is not None and len(piece.segments) == 1, (w, f.feed.camera)
+    live = decide(spec(tmp_path, feeds_of(tmp_path / "raw", 2), duration=4))
+    status = incremental.advance(live, live=True)
+    assert status is not None and status.joined == 2  # both closed seconds, not one
+    chunked = build(spec(tmp_path, feeds_of(tmp_path / "raw"), duration=4))
+    one = build(spec(tmp_path, feeds_of(tmp_path / "raw"), duration=4, incremental=False,
+                     output=tmp_path / "one" / "b1.mp4"))  # fmt: skip
+    a, b = chunked.outputs[0], one.outputs[0]
+    assert frames_and_duration(a) == frames_and_duration(b)
+    for t in (0.0, 0.97, 1.0, 2.03, 3.5):  # the joins, and the frames beside them
+        pa, pb = frame_at(a, t, tmp_path / "a.png"), frame_at(b, t, tmp_path / "b.png")
+        assert mean_diff(pa, pb, (0, 0, 2 * W, H)) < 4, t
+
+
+@pytest.mark.slow
 def test_a_restart_reuses_the_joined_chunks_and_mends_a_torn_append(
     raw: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

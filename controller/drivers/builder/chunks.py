@@ -51,6 +51,16 @@ FRAGMENTED = {
 _EPS = 1e-6
 
 
+def edge_s(fps: int) -> float:
+    """How far past a window's edge a camera's segment may start (or before it end) and still
+    be left out of that window: under half a frame, the output frame at the edge is the next
+    segment's first (or the last one's last) anyway, as the fps filter rounds to the nearest.
+    Two cameras started a few milliseconds apart then need one segment each per window: not
+    the one before it (a whole segment decoded for one frame) nor, while recording, the one
+    after it (a whole segment waited for)."""
+    return 0.45 / fps
+
+
 @dataclass(frozen=True)
 class Window:
     index: int
@@ -92,12 +102,14 @@ def windows(frames: int, fps: int, chunk_s: int, phase: int = 0) -> list[Window]
 
 
 def phase_of(plan: Plan) -> int:
-    """Where the first camera's segments begin on the recording's timeline, in frames: chunks
-    cut there decode about one segment per camera each, not two. Taken from the first
-    segment's own length, which is the same whether or not the next one exists yet (a chunk
-    boundary must not move between the build while recording and the one after)."""
-    f = plan.feeds[0]
-    return round((f.segments[0].duration - f.skip + f.lead) * plan.spec.fps)
+    """Where the earliest camera's segments begin on the recording's timeline, in frames:
+    chunks cut there decode about one segment per camera each, not two, and while recording a
+    window is ready as soon as the segments over it close (cut at a later camera's edges, it
+    would wait for the earliest one's next segment). Taken from the first segments' own
+    lengths, which are the same whether or not the next ones exist yet (a chunk boundary must
+    not move between the build while recording and the one after)."""
+    fps = plan.spec.fps
+    return min(round((f.segments[0].duration - f.skip + f.lead) * fps) for f in plan.feeds)
 
 
 @dataclass(frozen=True)
@@ -128,11 +140,9 @@ def feed_slice(f: PreparedFeed, window: Window) -> FeedSlice | None:
     # Camera time u (0 = its first kept frame) of the window: t = u - skip + lead.
     u0, u1 = max(0.0, a - f.lead + f.skip), b - f.lead + f.skip
     chosen: list[int] = []
-    at = 0.0
+    at, edge = 0.0, edge_s(window.fps)
     for i, span in enumerate(f.declared):
-        # Sums of durations are a hair off (3.0000000000000004): a segment that ends where the
-        # window starts must not be decoded for nothing.
-        if at < u1 - _EPS and at + span > u0 + _EPS:
+        if at < u1 - edge and at + span > u0 + edge:
             chosen.append(i)
         at += span
     if not chosen:
@@ -145,7 +155,7 @@ def feed_slice(f: PreparedFeed, window: Window) -> FeedSlice | None:
     # would be made again once it is.
     declared = [f.declared[i] for i in chosen[:-1]] + [segments[-1].duration]
     shift = base - f.skip + f.lead
-    covered = shift + sum(declared) >= b - _EPS
+    covered = shift + sum(declared) >= b - edge
     ended = b >= content_end(f) - _EPS
     return FeedSlice(
         f, segments, declared, shift, max(a, f.lead), "add" if ended and not covered else "clone"

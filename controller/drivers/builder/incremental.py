@@ -41,6 +41,7 @@ from controller.drivers.builder.chunks import (
     chunk_argv,
     chunk_name,
     content_end,
+    edge_s,
     feed_slice,
     intro_piece,
     phase_of,
@@ -208,7 +209,7 @@ class _Joiner:
                 assert intro_file is not None
                 piece_path = intro_file
             else:
-                if self.live and window.end > self.limit + 1e-6:
+                if self.live and window.end > self.limit + edge_s(window.fps):
                     break  # its segments are still being recorded
                 if self._stopped() or (max_chunks is not None and made >= max_chunks):
                     break
