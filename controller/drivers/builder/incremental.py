@@ -51,6 +51,7 @@ from controller.drivers.builder.chunks import (
 from controller.drivers.builder.ffmpeg_run import run_ffmpeg, validate
 from controller.drivers.builder.plan import Plan
 from controller.drivers.builder.spec import BuildError, BuildResult, ProgressFn, Timeline
+from controller.drivers.builder.workers import Ahead, guarded, rising
 from controller.fileio import Stopped, atomic_write, durable_replace, flocked, fsync_dir
 from controller.recordings import chunk_dir
 
@@ -148,7 +149,7 @@ def finish(
         elif final.stat().st_size != journal["final"]["size"]:
             raise BuildError(f"{final.name} changed on disk since it was built")
     if on_progress is not None:
-        _guarded(on_progress)(1.0)  # type: ignore[misc]
+        guarded(on_progress)(1.0)  # type: ignore[misc]
     return BuildResult(
         [final], round(total, 3), plan.out_w, plan.out_h, plan.notes, False,
         time.monotonic() - began, {final: Timeline(intro_s, intro_s, total)},
@@ -167,7 +168,7 @@ class _Joiner:
         on_chunks: ChunksFn | None,
     ) -> None:
         self.plan, self.folder, self.live, self.stop = plan, folder, live, stop
-        self.on_progress, self.on_chunks = _guarded(on_progress), _guarded(on_chunks)
+        self.on_progress, self.on_chunks = rising(guarded(on_progress)), guarded(on_chunks)
         spec = plan.spec
         seconds = spec.duration if live and spec.duration else plan.recording_s
         frames = total_frames(seconds, spec.fps)
@@ -177,6 +178,7 @@ class _Joiner:
         self.journal = _load(folder / JOURNAL)
         self.intro_s = 0.0
         self.timescale = 0
+        self.saving = threading.RLock()
 
     def ticks_s(self) -> float:
         """Length of the video joined so far (intro included), from its sample durations."""
@@ -185,7 +187,8 @@ class _Joiner:
         return ticks / self.timescale if self.timescale else 0.0
 
     def save(self) -> None:
-        atomic_write(self.folder / JOURNAL, json.dumps(self.journal, sort_keys=True))
+        with self.saving:  # two encodes may finish at once
+            atomic_write(self.folder / JOURNAL, json.dumps(self.journal, sort_keys=True))
 
     def run(self, max_chunks: int | None) -> Status:
         plan = self.plan
@@ -203,24 +206,34 @@ class _Joiner:
         kept = self._reconcile([n for n, _ in names])
         joined = self.folder / JOINED
         made = 0
-        for position in range(kept, len(names)):
-            name, window = names[position]
-            if window is None:
-                assert intro_file is not None
-                piece_path = intro_file
-            else:
-                if self.live and window.end > self.limit + edge_s(window.fps):
-                    break  # its segments are still being recorded
-                if self._stopped() or (max_chunks is not None and made >= max_chunks):
-                    break
-                piece_path = self.folder / name
-                if not piece_path.is_file():
-                    self._make_chunk(window, slices[window.index], piece_path, position, names)
-                    made += 1
-            self._append(joined, fmp4.read_piece(piece_path), name, window is None)
-            if window is not None:
-                piece_path.unlink(missing_ok=True)
-            self._report(len(names))
+        # After the slot, two chunks are encoded at a time: one's start-up and its encoder's
+        # drain at the end leave a core idle, which the other fills. While recording, one (the
+        # cameras need the rest).
+        ahead = Ahead(1 if self.live else 2)
+        try:
+            for position in range(kept, len(names)):
+                name, window = names[position]
+                if window is None:
+                    assert intro_file is not None
+                    piece_path = intro_file
+                else:
+                    if self.live and window.end > self.limit + edge_s(window.fps):
+                        break  # its segments are still being recorded
+                    if self._stopped() or (max_chunks is not None and made >= max_chunks):
+                        break
+                    for later in range(position, min(len(names), position + ahead.depth)):
+                        n, w = names[later]
+                        if w is not None and not (self.folder / n).is_file():
+                            ahead.submit(n, self._make_chunk, w, slices[w.index],
+                                         self.folder / n, later, names)  # fmt: skip
+                    piece_path = self.folder / name
+                    made += ahead.take(name)
+                self._append(joined, fmp4.read_piece(piece_path), name, window is None)
+                if window is not None:
+                    piece_path.unlink(missing_ok=True)
+                self._report(len(names))
+        finally:
+            ahead.close()
         self._forget_strays({n for n, _ in names})
         return self._status()
 
@@ -270,7 +283,8 @@ class _Joiner:
             temp.unlink(missing_ok=True)
             raise BuildError(f"chunk {final.name} has {got} frames, expected {frames}")
         durable_replace(temp, final)
-        self.journal["cpu_s"] = round(float(self.journal.get("cpu_s", 0.0)) + cpu, 3)
+        with self.saving:
+            self.journal["cpu_s"] = round(float(self.journal.get("cpu_s", 0.0)) + cpu, 3)
         self.save()
 
     def _append(self, joined: Path, piece: fmp4.Piece, name: str, is_intro: bool) -> None:
@@ -367,21 +381,6 @@ def _lock_or_stop(folder: Path, stop: threading.Event | None) -> Iterator[None]:
             yield
     except Stopped:
         raise BuildError("stopped") from None
-
-
-def _guarded(fn: Callable[..., None] | None) -> Callable[..., None] | None:
-    """A progress callback that fails (the database is busy) must never fail the build."""
-    if fn is None:
-        return None
-    callback = fn
-
-    def call(*args: Any) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("progress callback failed")
-
-    return call
 
 
 def _load(path: Path) -> dict[str, Any]:
