@@ -98,7 +98,12 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             assert proc.poll() is None, "the supervisor exited at start"
         return proc
 
-    yield type("World", (), {"ctx": ctx, "env": env, "start": start, "dir": tmp_path})
+    def output(proc: subprocess.Popen[str]) -> str:
+        """What `ezrec run` has printed so far (stdout and stderr)."""
+        return (tmp_path / f"run{procs.index(proc)}.log").read_text()
+
+    yield type("World", (), {"ctx": ctx, "env": env, "start": start, "dir": tmp_path,
+                             "output": staticmethod(output)})
     for n, proc in enumerate(procs):
         if proc.poll() is None:
             proc.kill()

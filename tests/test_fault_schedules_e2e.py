@@ -232,7 +232,8 @@ def test_operators_racing_the_loop(world: Any) -> None:
             assert "cancel" not in triggers, history
             assert booking.state == "video_uploaded", history
     proc.send_signal(signal.SIGTERM)
-    out = proc.communicate(timeout=20)[0]
+    proc.wait(timeout=20)
+    out = world.output(proc)
     assert proc.returncode == 0, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     assert not ffmpeg_pids(world.dir)
