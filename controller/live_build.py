@@ -190,6 +190,8 @@ class LiveBuilder:
             status = incremental.advance(plan, live=True, stop=self._stop, max_chunks=1)
         except builder.BuildError as exc:
             self._warn(booking.id, f"not built while recording yet: {exc}")
+            if str(exc) != "stopped":
+                self._idle_at[booking.id] = seen  # tried again once a segment closes
             return False
         if status is None:
             return False  # the build job holds it: look again next round

@@ -15,7 +15,7 @@ import pytest
 from controller import live_build
 from controller.context import Context
 from controller.db import utcnow
-from controller.drivers.builder import incremental
+from controller.drivers.builder import BuildError, incremental
 from controller.drivers.storage import Checkpoint
 from controller.live_build import LiveBuilder, raw_fingerprint
 from controller.recordings import booking_files
@@ -95,8 +95,9 @@ def test_an_upload_round_with_nothing_new_sends_nothing(
     assert uplink.calls == [7000]  # asked once: the joined file has not grown since
 
 
+@pytest.mark.parametrize("fails", [False, True], ids=["nothing-to-make", "plan-fails"])
 def test_a_round_with_no_new_segment_plans_nothing(
-    ctx: Context, monkeypatch: pytest.MonkeyPatch
+    ctx: Context, monkeypatch: pytest.MonkeyPatch, fails: bool
 ) -> None:
     recording(ctx)
     raw = booking_files(ctx.settings, "b1").raw_dir / "cam0"
@@ -106,6 +107,8 @@ def test_a_round_with_no_new_segment_plans_nothing(
 
     def plan(settings: Any, booking: Any, cache: Any) -> Any:
         planned.append(booking.id)
+        if fails:
+            raise BuildError("cam0/000-00000.ts: unreadable")
         return type("Spec", (), {"feeds": []})()  # no camera has a closed segment yet
 
     monkeypatch.setattr(live_build, "live_plan", plan)
