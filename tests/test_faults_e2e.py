@@ -34,14 +34,14 @@ def test_back_to_back_on_exclusive_cameras_lose_no_start(world: Any) -> None:
     """Picamera2 (the fake refuses a second open, as libcamera does): the next booking takes
     the running cameras over at the boundary instead of failing to open them."""
     store = world.ctx.store
+    world.start(extra_env={
+        "EZREC_CAMERA_DRIVER": "picamera2", "EZRECTEST_FAKE_PICAMERAS": "2",
+        "PYTHONPATH": f"{ROOT}:{FAKE_PICAMERA2}",
+    }, ready=True)  # booked once the loop is up: a cold start under load can take seconds
     now = utcnow()
     a_start, boundary = now + timedelta(seconds=2), now + timedelta(seconds=6)
     store.create(a_start, boundary, booking_id="first")
     store.create(boundary, boundary + timedelta(seconds=4), booking_id="second")
-    world.start(extra_env={
-        "EZREC_CAMERA_DRIVER": "picamera2", "EZRECTEST_FAKE_PICAMERAS": "2",
-        "PYTHONPATH": f"{ROOT}:{FAKE_PICAMERA2}",
-    })
     for booking_id in ("first", "second"):
         wait_for(lambda b=booking_id: state_of(world.ctx, b) == "video_uploaded", 120,
                  f"{booking_id} uploaded")
@@ -282,11 +282,11 @@ def test_one_camera_dying_mid_slot_gives_the_other_and_a_note(world: Any) -> Non
 
 def test_every_camera_dying_delivers_the_partial_footage(world: Any) -> None:
     store = world.ctx.store
-    now = utcnow()
-    store.create(now, now + timedelta(seconds=8), booking_id="dead")
     # Both die after 2 s and every restart fails: what was recorded is still delivered.
     world.start(extra_env={**camera_faults("0:kill_after=2,1:kill_after=2"),
-                           "EZREC_MAX_ATTEMPTS": "1"})
+                           "EZREC_MAX_ATTEMPTS": "1"}, ready=True)  # fmt: skip
+    now = utcnow()
+    store.create(now, now + timedelta(seconds=8), booking_id="dead")
     wait_for(lambda: state_of(world.ctx, "dead") == "video_uploaded", 120, "video_uploaded")
     text = history_text(store, "dead")
     assert "every camera stopped delivering" in text and "partial recording delivered" in text

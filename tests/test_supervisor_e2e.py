@@ -68,9 +68,9 @@ def test_disk_guard_refuses_to_record(tmp_path: Path) -> None:
 
 def test_sigkill_during_recording_then_restart(world: Any) -> None:
     store = world.ctx.store
+    proc = world.start(ready=True)  # booked once the loop is up: a cold start can be slow
     now = utcnow()
     store.create(now + timedelta(seconds=1), now + timedelta(seconds=10), booking_id="rec")
-    proc = world.start()
     raw = world.dir / "recordings" / "raw" / "rec"
     wait_for(lambda: state_of(world.ctx, "rec") == "recording"
              and len(list(raw.glob("cam0/*.ts"))) >= 2, 30, "recording with segments")
@@ -89,9 +89,9 @@ def test_sigkill_during_recording_then_restart(world: Any) -> None:
 
 def test_sigkill_during_processing_then_restart(world: Any) -> None:
     store = world.ctx.store
+    proc = world.start("--slow", "build", "--pause", "60", ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=6), booking_id="proc")
-    proc = world.start("--slow", "build", "--pause", "60")
     wait_for(lambda: store.get("proc").progress_stage == "processing"
              and (store.get("proc").progress or 0) > 0, 120, "encode progress")
     proc.send_signal(signal.SIGKILL)
@@ -104,9 +104,9 @@ def test_sigkill_during_processing_then_restart(world: Any) -> None:
 
 def test_sigkill_during_upload_then_restart(world: Any) -> None:
     store = world.ctx.store
+    proc = world.start("--slow", "upload", "--pause", "60", ready=True)
     now = utcnow()
     store.create(now, now + timedelta(seconds=6), booking_id="up")
-    proc = world.start("--slow", "upload", "--pause", "60")
     wait_for(lambda: store.get("up").progress_stage == "uploading"
              and (store.get("up").progress or 0) > 0, 90, "upload in progress")
     proc.send_signal(signal.SIGKILL)
@@ -210,9 +210,9 @@ def test_s3_down_then_back_upload_failed_then_retried(world: Any) -> None:
             "EZREC_S3_PRESIGN_S": "600",
         }
         store = world.ctx.store
+        world.start(extra_env=env, ready=True)  # booked once the loop is up
         now = utcnow()
         store.create(now, now + timedelta(seconds=5), booking_id="s3")
-        world.start(extra_env=env)
         wait_for(lambda: state_of(world.ctx, "s3") == "upload_failed", 120, "upload_failed")
         assert store.get("s3").last_error
         server.start()
