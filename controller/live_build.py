@@ -63,8 +63,8 @@ def raw_fingerprint(raw_dir: Path) -> tuple[tuple[str, int], ...]:
     """What changes when a camera closes a segment or its run stops: the names in the raw
     folder, and the size of each run's manifest (not of the open segment, which grows)."""
     found: list[tuple[str, int]] = []
-    with contextlib.suppress(OSError):
-        for cam in os.scandir(raw_dir):
+    with contextlib.suppress(OSError), os.scandir(raw_dir) as cams:
+        for cam in cams:
             if not cam.is_dir():
                 continue
             with os.scandir(cam.path) as entries:
