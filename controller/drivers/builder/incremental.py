@@ -178,6 +178,8 @@ class _Joiner:
         self.journal = _load(folder / JOURNAL)
         self.intro_s = 0.0
         self.timescale = 0
+        # The journal is changed by the joining thread and, for the CPU spent, by the encodes
+        # ahead: every change and every write of it holds this (re-entrant: save() in a change).
         self.saving = threading.RLock()
 
     def ticks_s(self) -> float:
@@ -297,8 +299,9 @@ class _Joiner:
             header = fmp4.header_with_duration(
                 piece.init, self.intro_s + self.booked_s, {VIDEO_TRACK: delay} if delay else None
             )
-            self.journal["entry"] = video.sample_entry.hex()
-            self.journal["timescale"] = video.timescale
+            with self.saving:  # an encode ahead may be writing the journal out this moment
+                self.journal["entry"] = video.sample_entry.hex()
+                self.journal["timescale"] = video.timescale
             with joined.open("wb") as fh:
                 fh.write(header)
                 fh.flush()
@@ -323,9 +326,10 @@ class _Joiner:
             end = fh.tell()
         for track, value in piece.ticks.items():
             ticks[str(track)] = int(ticks.get(str(track), 0)) + value
-        pieces.append({"name": name, "end": end, "seq": seq + piece.count, "ticks": ticks})
-        self.journal.pop("final", None)
-        self.save()
+        with self.saving:
+            pieces.append({"name": name, "end": end, "seq": seq + piece.count, "ticks": ticks})
+            self.journal.pop("final", None)
+            self.save()
 
     def _reconcile(self, names: list[str]) -> int:
         """How many pieces of the joined file are still right; the file is cut back to them."""
