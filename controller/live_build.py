@@ -117,8 +117,9 @@ class LiveBuilder:
         self._lock = threading.Lock()  # _warned and _told are shared by the two threads
         self._warned: set[str] = set()
         self._told: dict[str, dict[str, int]] = {}  # the detail last written, per booking
-        # Per booking: the raw folder when a round last found nothing to make, and the joined
-        # bytes an upload last looked at: a round with neither changed does nothing.
+        # Per booking: the raw folder when a build round last found nothing to make (the
+        # build thread's), and the joined bytes an upload last looked at (the upload
+        # thread's): a round with neither changed does nothing.
         self._idle_at: dict[str, tuple[tuple[str, int], ...]] = {}
         self._offered: dict[str, int] = {}
 
@@ -138,12 +139,6 @@ class LiveBuilder:
             if loop.thread.is_alive():
                 loop.thread.join(timeout)
 
-    def run_once(self) -> bool:
-        """A build round then an upload round (tests); True if a chunk was made."""
-        made = self.build_round()
-        self.upload_round()
-        return made
-
     def build_round(self) -> bool:
         """One chunk per booking being recorded; True if any was made."""
         made = False
@@ -152,7 +147,8 @@ class LiveBuilder:
             if self._stop.is_set():
                 break
             made |= self._build(booking)
-        self._idle_at = {k: v for k, v in self._idle_at.items() if k in {b.id for b in bookings}}
+        current = {b.id for b in bookings}
+        self._idle_at = {k: v for k, v in self._idle_at.items() if k in current}
         if made:
             self._uploads.woken.set()
         return made
@@ -169,7 +165,7 @@ class LiveBuilder:
         with self._lock:
             self._told = {k: v for k, v in self._told.items() if k in current}
             self._warned = {w for w in self._warned if w.split(": ", 1)[0] in current}
-            self._offered = {k: v for k, v in self._offered.items() if k in current}
+        self._offered = {k: v for k, v in self._offered.items() if k in current}
         return False
 
     def _build(self, booking: Booking) -> bool:
@@ -225,8 +221,7 @@ class LiveBuilder:
             # The upload job after the build sends whatever is not there yet.
             self._warn(booking.id, f"not uploaded while recording: {exc}")
             return
-        with self._lock:
-            self._offered[booking.id] = stable
+        self._offered[booking.id] = stable
         self._tell(booking.id, bytes_uploaded=sent)
 
     def _tell(self, booking_id: str, **counts: int) -> None:
