@@ -214,6 +214,33 @@ def test_progress_and_kv_do_not_bump_version(store: BookingStore) -> None:
     assert value == {"pid": 2}
 
 
+def test_progress_detail_writers_in_two_threads_lose_nothing(store: BookingStore) -> None:
+    # The live builder and the live uploader each merge their own count from their own thread
+    # and their own connection: neither may put back a stale value of the other's key.
+    store.create(T0, T0 + timedelta(hours=1), booking_id="a")
+    other = make_store(store.db.engine.url.render_as_string(hide_password=False))
+    errors: list[BaseException] = []
+
+    def write(target: BookingStore, key: str) -> None:
+        try:
+            for n in range(1, 61):
+                target.set_progress_detail("a", **{key: n})
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=write, args=(store, "chunks_built")),
+        threading.Thread(target=write, args=(other, "bytes_uploaded")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.get("a").progress_detail == {"bytes_uploaded": 60, "chunks_built": 60}
+    store.set_progress_detail("nobody", chunks_built=1)  # a booking that is gone: nothing
+
+
 def test_counts(store: BookingStore) -> None:
     store.create(T0, T0 + timedelta(hours=1), booking_id="a")
     store.create(T0 + timedelta(hours=1), T0 + timedelta(hours=2), booking_id="b")

@@ -285,19 +285,37 @@ class BookingStore(BookingQueries, OutboxQueue):
 
     def set_progress_detail(self, booking_id: str, **counts: int) -> None:
         """Merge `counts` (chunks_built, chunks_total, bytes_uploaded, bytes_total) into the
-        booking's progress detail: the builder and the uploader each set their own."""
-        with self.db.session() as session:
-            row = session.get(Booking, booking_id)
-            if row is None:
+        booking's progress detail: the builder and the uploader each set their own, from their
+        own threads, so the merge is a compare-and-set on the text that was read (a plain
+        read-then-write let one overwrite the other's count with a stale value)."""
+        wanted = {k: int(v) for k, v in counts.items()}
+        for _ in range(50):
+            with self.db.reader() as session:
+                seen = session.scalar(
+                    select(Booking.progress_detail_json).where(Booking.id == booking_id)
+                )
+                if seen is None and session.get(Booking, booking_id) is None:
+                    return
+            detail = json.loads(seen) if seen else {}
+            if all(detail.get(k) == v for k, v in wanted.items()):
                 return
-            detail = dict(row.progress_detail or {})
-            detail.update({k: int(v) for k, v in counts.items()})
-            session.execute(
-                update(Booking)
-                .where(Booking.id == booking_id)
-                .values(progress_detail_json=json.dumps(detail, sort_keys=True))
-                .execution_options(synchronize_session=False)
+            detail.update(wanted)
+            same = (
+                Booking.progress_detail_json.is_(None)
+                if seen is None
+                else Booking.progress_detail_json == seen
             )
+            with self.db.session() as session:
+                done = session.execute(
+                    update(Booking)
+                    .where(Booking.id == booking_id, same)
+                    .values(progress_detail_json=json.dumps(detail, sort_keys=True))
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            if done:
+                return
+        # Progress is no state: the writer's next count says it again.
+        log.warning("%s: progress detail not written, it kept changing meanwhile", booking_id)
 
     # -- small shared facts ----------------------------------------------------------------
 
