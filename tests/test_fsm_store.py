@@ -29,6 +29,13 @@ def make_store(url: str, clock: datetime = T0 - timedelta(hours=1)) -> BookingSt
     )
 
 
+def run_together(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path) -> BookingStore:  # type: ignore[no-untyped-def]
     if request.param == "sqlite":
@@ -85,10 +92,7 @@ def test_two_racing_writers_exactly_one_wins(store: BookingStore) -> None:
         threading.Thread(target=write, args=(store, "start")),
         threading.Thread(target=write, args=(other, "cancel")),
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(threads)
     assert sorted(results) == ["lost", "won"]
     b = store.get("b1")
     assert b.version == 1 and b.state in ("recording", "cancelled")
@@ -142,10 +146,7 @@ def test_concurrent_creates_never_double_book(store: BookingStore) -> None:
             outcomes.append("conflict")
 
     threads = [threading.Thread(target=create, args=(s, i)) for i, s in enumerate(stores)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(threads)
     assert outcomes.count("ok") == 1 and outcomes.count("conflict") == 2
 
 
@@ -218,7 +219,7 @@ def test_progress_detail_writers_in_two_threads_lose_nothing(store: BookingStore
     # The live builder and the live uploader each merge their own count from their own thread
     # and their own connection: neither may put back a stale value of the other's key.
     store.create(T0, T0 + timedelta(hours=1), booking_id="a")
-    other = make_store(store.db.engine.url.render_as_string(hide_password=False))
+    other = make_store(store.db.url)
     errors: list[BaseException] = []
 
     def write(target: BookingStore, key: str) -> None:
@@ -232,10 +233,7 @@ def test_progress_detail_writers_in_two_threads_lose_nothing(store: BookingStore
         threading.Thread(target=write, args=(store, "chunks_built")),
         threading.Thread(target=write, args=(other, "bytes_uploaded")),
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_together(threads)
     assert errors == []
     assert store.get("a").progress_detail == {"bytes_uploaded": 60, "chunks_built": 60}
     store.set_progress_detail("nobody", chunks_built=1)  # a booking that is gone: nothing
