@@ -291,11 +291,12 @@ class BookingStore(BookingQueries, OutboxQueue):
         wanted = {k: int(v) for k, v in counts.items()}
         for _ in range(50):
             with self.db.reader() as session:
-                seen = session.scalar(
+                row = session.execute(
                     select(Booking.progress_detail_json).where(Booking.id == booking_id)
-                )
-                if seen is None and session.get(Booking, booking_id) is None:
-                    return
+                ).first()
+            if row is None:
+                return  # no such booking
+            seen = row[0]
             detail = json.loads(seen) if seen else {}
             if all(detail.get(k) == v for k, v in wanted.items()):
                 return
